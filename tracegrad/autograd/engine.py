@@ -1,0 +1,190 @@
+"""The backward pass: walk the graph from the outputs and hand gradients to the inputs.
+
+Nodes run in dependency order (a node runs once every node that feeds it gradient has
+run), found with an explicit stack, so a chain of 100 000 ops needs no recursion.
+Gradients reaching a leaf are added into `leaf.grad`, or captured for `autograd.grad`.
+
+>>> import tracegrad as torch
+>>> x = torch.tensor(3.0, requires_grad=True)
+>>> (x * x).backward()
+>>> x.grad
+tensor(6.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import anomaly_mode, grad_mode
+from .graph import AccumulateGrad
+
+
+def run_backward(outputs, grad_outputs, retain_graph: bool, create_graph: bool,
+                 inputs=None, accumulate: bool = True, allow_unused: bool = False):
+    """Backpropagate from `outputs`; accumulate into leaves or return grads of `inputs`."""
+    roots = [_edge_of(t, f"element {i} of tensors") for i, t in enumerate(outputs)]
+    targets = {}
+    if inputs is not None:
+        for k, t in enumerate(inputs):
+            edge = _edge_of(t, "One of the differentiated Tensors", input_side=True)
+            targets.setdefault(edge, []).append(k)
+    order = _nodes_in_graph(roots)
+    if targets:
+        order = _prune_to_targets(order, {node for node, _ in targets})
+    dependencies = _count_dependencies(order)
+    pending = {}
+    owned = set()
+    for (node, nr), g in zip(roots, grad_outputs):
+        _add_grad(pending, node, nr, g)
+        owned.add(id(g._data))  # the caller's gradient: never stored in a .grad as it is
+    captured = [None] * (len(inputs) if inputs is not None else 0)
+    ready = list(dict.fromkeys(node for node, _ in roots if dependencies.get(node, 0) == 0))
+    with grad_mode.set_grad_enabled(create_graph):
+        while ready:
+            node = ready.pop()
+            grads = pending.pop(node, None) or [None]
+            grads = _run_pre_hooks(node, grads)
+            for nr, g in enumerate(grads):
+                for k in targets.get((node, nr), ()):
+                    captured[k] = g
+            if isinstance(node, AccumulateGrad):
+                if accumulate and (not targets or (node, 0) in targets):
+                    _accumulate(node.variable, grads[0], create_graph, owned)
+                continue
+            in_grads = _apply(node, grads)
+            for edge, g in zip(node.edges, in_grads):
+                if edge is None:
+                    continue
+                child, nr = edge
+                if child not in dependencies:
+                    continue  # pruned: leads to no requested input
+                if g is not None:
+                    _add_grad(pending, child, nr, g)
+                dependencies[child] -= 1
+                if dependencies[child] == 0:
+                    ready.append(child)
+            if not retain_graph:
+                node.release()
+    if inputs is not None and not allow_unused:
+        for k, g in enumerate(captured):
+            if g is None:
+                raise RuntimeError("One of the differentiated Tensors appears to not have been "
+                                   "used in the graph. Set allow_unused=True if this is the "
+                                   "desired behavior.")
+    return captured
+
+
+def _edge_of(tensor, what: str, input_side: bool = False):
+    if not tensor.requires_grad:
+        if input_side:
+            raise RuntimeError(f"{what} does not require grad")
+        raise RuntimeError(f"{what} does not require grad and does not have a grad_fn")
+    if tensor.grad_fn is not None:
+        return (tensor.grad_fn, tensor._output_nr)
+    return (tensor._accumulator(), 0)
+
+
+def _nodes_in_graph(roots) -> list:
+    """Every node reachable from the roots, each once."""
+    seen = {}
+    stack = [node for node, _ in roots]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen[node] = None
+        for edge in node.edges:
+            if edge is not None and edge[0] not in seen:
+                stack.append(edge[0])
+    return list(seen)
+
+
+def _prune_to_targets(nodes: list, target_nodes: set) -> list:
+    """The nodes from which a target can be reached (the others need not run)."""
+    leads = set(target_nodes)
+    changed = True
+    while changed:  # nodes come parents-first, so one backwards sweep usually settles it
+        changed = False
+        for node in reversed(nodes):
+            if node not in leads and any(e is not None and e[0] in leads for e in node.edges):
+                leads.add(node)
+                changed = True
+    return [node for node in nodes if node in leads]
+
+
+def _count_dependencies(nodes: list) -> dict:
+    dependencies = dict.fromkeys(nodes, 0)
+    for node in nodes:
+        for edge in node.edges:
+            if edge is not None and edge[0] in dependencies:
+                dependencies[edge[0]] += 1
+    return dependencies
+
+
+def _add_grad(pending: dict, node, nr: int, g) -> None:
+    slots = pending.get(node)
+    if slots is None:
+        slots = pending[node] = [None] * max(nr + 1, getattr(node, "n_outputs", 1))
+    elif len(slots) <= nr:
+        slots.extend([None] * (nr + 1 - len(slots)))
+    slots[nr] = g if slots[nr] is None else slots[nr] + g
+
+
+def _run_pre_hooks(node, grads: list) -> list:
+    if node.pre_hooks:
+        for nr, hooks in node.pre_hooks.items():
+            if nr == "node":
+                for hook in hooks:
+                    result = hook(tuple(grads))
+                    grads = list(result) if result is not None else grads
+                continue
+            for hook in hooks:
+                if grads[nr] is not None:
+                    result = hook(grads[nr])
+                    grads[nr] = result if result is not None else grads[nr]
+    if node.retained:
+        for nr, ref in node.retained.items():
+            tensor = ref()
+            if tensor is not None and nr < len(grads) and grads[nr] is not None:
+                g = grads[nr].detach() if not grad_mode.state.enabled else grads[nr]
+                tensor.grad = g if tensor.grad is None else tensor.grad + g
+    return grads
+
+
+def _apply(node, grads: list):
+    in_grads = node.apply(grads)
+    if node.hooks:
+        for hook in node.hooks:
+            result = hook(tuple(in_grads), tuple(grads))
+            in_grads = tuple(result) if result is not None else in_grads
+    if anomaly_mode.state.on:
+        anomaly_mode.check_gradients(node, in_grads)
+    return in_grads
+
+
+def _accumulate(leaf, g, create_graph: bool, owned: set) -> None:
+    if g is None:
+        return
+    for hook in leaf._hooks or ():
+        result = hook(g)
+        g = result if result is not None else g
+    if g.shape != leaf.shape:
+        raise RuntimeError(f"Function AccumulateGrad returned an invalid gradient - got "
+                           f"{list(g.shape)} but expected shape compatible with "
+                           f"{list(leaf.shape)}")
+    if leaf.grad is None:
+        leaf.grad = g if create_graph else _owned_copy(g, owned)
+    elif create_graph or leaf.grad.requires_grad:
+        leaf.grad = leaf.grad + g
+    else:
+        np.add(leaf.grad._data, g._data, out=leaf.grad._data, casting="unsafe")
+    if not create_graph:
+        owned.add(id(leaf.grad._data))
+
+
+def _owned_copy(g, owned: set):
+    """`g` detached, in memory that no other tensor shares (it may be added into later)."""
+    data = g._data
+    if data.base is not None or id(data) in owned or not data.flags.writeable:
+        data = data.copy()
+    return type(g)._wrap(data, g.dtype)

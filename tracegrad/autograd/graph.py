@@ -1,0 +1,184 @@
+"""The nodes of the autograd graph: what `tensor.grad_fn` is.
+
+A node knows the edges to the nodes that made its inputs (`next_functions`), keeps what
+its derivative needs, and turns the gradients of its outputs into gradients of its
+inputs (`apply`). Three kinds exist: `PrimitiveNode` for an op of the op set,
+`AccumulateGrad` for a leaf, and `FunctionNode` (in `function.py`) for a user's
+`autograd.Function`.
+
+>>> import tracegrad as torch
+>>> x = torch.ones(2, requires_grad=True)
+>>> (x * 2).grad_fn.name(), (x * 2).grad_fn.next_functions[0][0].name()
+('MulBackward0', 'torch::autograd::AccumulateGrad')
+"""
+
+from __future__ import annotations
+
+from ..compiler.ops import Spec, sum_to
+from . import anomaly_mode
+
+_sequence = [0]  # the next node's sequence number: later nodes have larger ones
+
+
+def next_sequence_number() -> int:
+    return _sequence[0]
+
+SAVED_TWICE = (
+    "Trying to backward through the graph a second time (or directly access saved tensors "
+    "after they have already been freed). Saved intermediate values of the graph are freed "
+    "when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to "
+    "backward through the graph a second time or if you need to access saved tensors after "
+    "calling backward.")
+
+
+class Node:
+    """A step of the backward pass."""
+
+    __slots__ = ("edges", "seq", "display_name", "display_edges", "pre_hooks", "hooks",
+                 "retained", "creation_trace", "__weakref__")
+
+    def __init__(self, edges: tuple):
+        self.edges = edges  # per input: (node, output_nr) or None
+        self.seq = _sequence[0]
+        _sequence[0] += 1
+        self.display_name = None
+        self.display_edges = None
+        self.pre_hooks = None  # {output_nr: [fn]} from tensor.register_hook
+        self.hooks = None  # [fn(grad_inputs, grad_outputs)] from node.register_hook
+        self.retained = None  # {output_nr: weakref to tensor} from retain_grad()
+        self.creation_trace = anomaly_mode.creation_trace() if anomaly_mode.state.on else None
+
+    def name(self) -> str:
+        return self.display_name or self.default_name()
+
+    def default_name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def next_functions(self) -> tuple:
+        edges = self.display_edges if self.display_edges is not None else self.edges
+        return tuple(e if e is not None else (None, 0) for e in edges)
+
+    def register_hook(self, fn):
+        """`fn(grad_inputs, grad_outputs)` runs after this node; may return new grad_inputs."""
+        self.hooks = (self.hooks or []) + [fn]
+        return _RemovableHook(self, "hooks", fn)
+
+    def register_prehook(self, fn):
+        """`fn(grad_outputs)` runs before this node; may return new grad_outputs."""
+        self.pre_hooks = dict(self.pre_hooks or {})
+        self.pre_hooks.setdefault("node", []).append(fn)
+        return _RemovableHook(self, "pre_hooks", fn)
+
+    def apply(self, grad_outputs: list) -> tuple:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Free what the backward pass needed (after backward without retain_graph)."""
+
+    def __call__(self, *grad_outputs):
+        return self.apply(list(grad_outputs))
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object at {hex(id(self))}>"
+
+
+class _RemovableHook:
+    def __init__(self, owner, slot, fn):
+        self.owner, self.slot, self.fn = owner, slot, fn
+
+    def remove(self) -> None:
+        hooks = getattr(self.owner, self.slot)
+        if isinstance(hooks, dict):
+            for fns in hooks.values():
+                if self.fn in fns:
+                    fns.remove(self.fn)
+        elif hooks and self.fn in hooks:
+            setattr(self.owner, self.slot, [h for h in hooks if h is not self.fn])
+
+
+class PrimitiveNode(Node):
+    """The backward of one primitive application: applies the op's derivative rules."""
+
+    __slots__ = ("prim", "attrs", "inputs", "out", "versions", "freed")
+
+    def __init__(self, prim, inputs: tuple, attrs: dict, out, edges: tuple):
+        super().__init__(edges)
+        self.prim = prim
+        self.attrs = attrs
+        saved = prim.saved_inputs
+        # Inputs the rules do not read are kept as shape and dtype only.
+        self.inputs = tuple(
+            x if (i in saved or not hasattr(x, "_data")) else Spec(x._data.shape, x.dtype)
+            for i, x in enumerate(inputs))
+        self.out = out._data if prim.saves_out else Spec(out._data.shape, out.dtype)
+        self.versions = tuple((x, x._version[0], x.grad_fn) for i, x in enumerate(inputs)
+                              if i in saved and hasattr(x, "_data"))
+        self.freed = False
+
+    def default_name(self) -> str:
+        return self.prim.backward_name
+
+    def apply(self, grad_outputs: list) -> tuple:
+        if self.freed:
+            raise RuntimeError(SAVED_TWICE)
+        self._check_versions()
+        g = grad_outputs[0]
+        out = self._out_tensor(g)
+        results = []
+        for i, (x, edge) in enumerate(zip(self.inputs, self.edges)):
+            if edge is None:
+                results.append(None)
+                continue
+            kw = {"i": i} if self.prim.variadic else {}
+            grad = self.prim.rule(i)(g, *self.inputs, out, **kw, **self.attrs)
+            if grad.shape != x.shape:
+                grad = sum_to(grad, x.shape)
+            results.append(grad)
+        return tuple(results)
+
+    def _out_tensor(self, like):
+        """The saved output as a tensor whose grad_fn is this node (for higher order)."""
+        if not self.prim.saves_out:
+            return self.out
+        return type(like)._from_node(self.out, self)
+
+    def _check_versions(self) -> None:
+        for tensor, version, producer in self.versions:
+            if tensor._version[0] != version:
+                raise RuntimeError(modified_message(tensor, version, producer))
+
+    def release(self) -> None:
+        if self.prim.saved_inputs or self.prim.saves_out:
+            self.freed = True
+            self.inputs = tuple(x if isinstance(x, Spec) or not hasattr(x, "_data")
+                                else Spec(x._data.shape, x.dtype) for x in self.inputs)
+            self.out = Spec(self.out.shape, None) if self.prim.saves_out else self.out
+            self.versions = ()
+
+
+class AccumulateGrad(Node):
+    """The end of the backward pass for a leaf: adds the gradient into `leaf.grad`."""
+
+    __slots__ = ("variable",)
+
+    def __init__(self, variable):
+        super().__init__(())
+        self.variable = variable
+
+    def default_name(self) -> str:
+        return "torch::autograd::AccumulateGrad"
+
+    def apply(self, grad_outputs: list) -> tuple:
+        return ()
+
+
+def modified_message(tensor, version: int, producer) -> str:
+    kind = {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTensor",
+            "int32": "IntTensor", "bool": "BoolTensor"}[tensor.dtype.name]
+    made_by = f", which is output 0 of {producer.name()}," if producer is not None else ""
+    return (f"one of the variables needed for gradient computation has been modified by an "
+            f"inplace operation: [tracegrad.{kind} {list(tensor._data.shape)}]{made_by} is at "
+            f"version {tensor._version[0]}; expected version {version} instead. Hint: enable "
+            f"anomaly detection to find the operation that failed to compute its gradient, "
+            f"with tracegrad.autograd.set_detect_anomaly(True).")

@@ -1,0 +1,182 @@
+"""Making tensors: from data, filled, ranges, random; dtype inference as in PyTorch.
+
+Python floats become float32, Python ints int64, bools bool; NumPy arrays keep their
+dtype. `linspace` and `arange` compute their values the way PyTorch's CPU kernels do, so
+the float32 results agree bit for bit.
+
+>>> import tracegrad as torch
+>>> torch.tensor([1, 2]).dtype, torch.tensor([1.0, 2]).dtype
+(tracegrad.int64, tracegrad.float32)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .compiler.ops import dtypes
+from .compiler.ops.dtypes import DType, float32, int64
+from .tensor import Tensor
+
+_DEFAULT_FOR_KIND = {"f": float32, "i": int64, "u": int64, "b": dtypes.bool_}
+
+
+def _infer_dtype(data, array: np.ndarray) -> DType:
+    if isinstance(data, (np.ndarray, np.generic)):
+        return dtypes.from_numpy(array.dtype)  # NumPy's own types are kept
+    try:
+        return _DEFAULT_FOR_KIND[array.dtype.kind]
+    except KeyError:
+        raise TypeError(f"Could not infer dtype of {type(data).__name__}") from None
+
+
+def _finish(t: Tensor, requires_grad: bool) -> Tensor:
+    if requires_grad:
+        t.requires_grad = True  # the setter checks the dtype
+    return t
+
+
+def tensor(data, dtype: DType | None = None, device=None, requires_grad: bool = False,
+           pin_memory: bool = False) -> Tensor:
+    """A new tensor holding a copy of `data` (nested lists, scalars, arrays, tensors)."""
+    if isinstance(data, Tensor):
+        array = data._data.copy()
+        dtype = dtype or data.dtype
+    else:
+        array = np.array(_unwrap_nested(data))
+        dtype = dtype or _infer_dtype(data, array)
+    return _finish(Tensor._wrap(np.array(array, dtype=dtype.numpy), dtype), requires_grad)
+
+
+def _unwrap_nested(data):
+    """Lists may hold 0-d tensors (`[t1, t2]`): NumPy needs their values."""
+    if isinstance(data, (list, tuple)):
+        return [_unwrap_nested(x) for x in data]
+    if isinstance(data, Tensor):
+        return data._data
+    return data
+
+
+def as_tensor(data, dtype: DType | None = None, device=None) -> Tensor:
+    """Like `tensor`, but shares memory with a NumPy array or tensor when it can."""
+    if isinstance(data, Tensor):
+        return data if dtype in (None, data.dtype) else data.to(dtype)
+    if isinstance(data, np.ndarray) and (dtype is None or dtype.numpy == data.dtype):
+        return from_numpy(data)
+    return tensor(data, dtype=dtype)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A tensor sharing `array`'s memory: changes to one show in the other."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(array).__name__})")
+    return Tensor._wrap(array, dtypes.from_numpy(array.dtype))
+
+
+def tensor_constructor(self: Tensor, *args, **kwargs) -> None:
+    """`Tensor(2, 3)` (uninitialised float32 of that shape) or `Tensor([1, 2])` (data)."""
+    if len(args) == 1 and not isinstance(args[0], int):
+        made = tensor(args[0], dtype=float32)
+    else:
+        made = empty(*args)
+    for slot in ("_data", "dtype", "_requires_grad", "_grad", "grad_fn", "_version", "_base",
+                 "_accumulator_ref", "_hooks", "_retains_grad", "_output_nr"):
+        setattr(self, slot, getattr(made, slot))
+
+
+def _shape(size) -> tuple:
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = size[0]
+    shape = tuple(int(s) for s in size)
+    if any(s < 0 for s in shape):
+        raise RuntimeError(f"Trying to create tensor with negative dimension {min(shape)}: "
+                           f"{list(shape)}")
+    return shape
+
+
+def _filled(fill, size, dtype, requires_grad, default=float32) -> Tensor:
+    dtype = dtype or default
+    array = np.full(_shape(size), fill, dtype=dtype.numpy)
+    return _finish(Tensor._wrap(array, dtype), requires_grad)
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False, out=None) -> Tensor:
+    return _filled(0, size, dtype, requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False, out=None) -> Tensor:
+    return _filled(1, size, dtype, requires_grad)
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False, memory_format=None) -> Tensor:
+    dtype = dtype or float32
+    return _finish(Tensor._wrap(np.empty(_shape(size), dtype=dtype.numpy), dtype), requires_grad)
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    default = dtypes.DEFAULT_FOR_CATEGORY[dtypes.scalar_category(fill_value)]
+    return _filled(fill_value, (size,), dtype, requires_grad, default)
+
+
+def _like(fill, input, dtype, requires_grad) -> Tensor:
+    return _filled(fill, (input.shape,), dtype or input.dtype, requires_grad)
+
+
+def zeros_like(input, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return _like(0, input, dtype, requires_grad)
+
+
+def ones_like(input, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return _like(1, input, dtype, requires_grad)
+
+
+def empty_like(input, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return empty(input.shape, dtype=dtype or input.dtype, requires_grad=requires_grad)
+
+
+def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
+    return _like(fill_value, input, dtype, requires_grad)
+
+
+def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Values from `start` to `end` (exclusive): start + i * step, computed in float64."""
+    if end is None:
+        start, end = 0, start
+    start, end, step = (x.item() if isinstance(x, Tensor) else x for x in (start, end, step))
+    if step == 0:
+        raise RuntimeError("step must be nonzero")
+    if (end - start) * step < 0:
+        raise RuntimeError("upper bound and larger bound inconsistent with step sign")
+    all_ints = all(isinstance(v, int) for v in (start, end, step))
+    dtype = dtype or (int64 if all_ints else float32)
+    count = math.ceil((end - start) / step)
+    values = start + np.arange(count, dtype=np.float64) * step
+    if all_ints:
+        values = start + np.arange(count, dtype=np.int64) * step
+    return _finish(Tensor._wrap(values.astype(dtype.numpy), dtype), requires_grad)
+
+
+def linspace(start, end, steps: int, *, dtype=None, device=None,
+             requires_grad=False) -> Tensor:
+    """`steps` evenly spaced values, computed as PyTorch's CPU kernel does (in the output
+    dtype, from the start for the first half and from the end for the second)."""
+    dtype = dtype or float32
+    if steps < 0:
+        raise RuntimeError("number of steps must be non-negative")
+    kind = np.float64 if not dtype.is_floating_point else dtype.numpy.type
+    lo, hi = kind(start), kind(end)
+    index = np.arange(steps)
+    if steps <= 1:
+        values = np.full(steps, lo, dtype=kind)
+    else:
+        step = (hi - lo) / kind(steps - 1)
+        from_start = lo + step * index.astype(kind)
+        from_end = hi - step * (steps - index - 1).astype(kind)
+        values = np.where(index < steps // 2, from_start, from_end)
+    return _finish(Tensor._wrap(values.astype(dtype.numpy), dtype), requires_grad)
+
+
+def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad=False):
+    dtype = dtype or float32
+    return _finish(Tensor._wrap(np.eye(n, m, dtype=dtype.numpy), dtype), requires_grad)

@@ -1,0 +1,83 @@
+"""Eager execution: run a primitive's NumPy kernel now and record it for autograd.
+
+This is the hot path of every operation, so it does little: unwrap, call the kernel,
+wrap, and make a graph node only when grad mode is on and an input requires grad.
+
+>>> import tracegrad as torch
+>>> from tracegrad.compiler.ops import mul
+>>> mul(torch.tensor([1.0, 2.0]), 3.0)
+tensor([3., 6.])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .autograd import grad_mode, profiler
+from .autograd.graph import PrimitiveNode
+from .compiler.ops import ShapeError, Spec, cast
+from .compiler.ops.dtypes import from_numpy as dtype_of_numpy
+from .compiler.ops.dtypes import result_type
+from .errors import op_error
+
+_grad = grad_mode.state
+_ndarray = np.ndarray
+
+
+def apply(prim, inputs: tuple, attrs: dict):
+    """Run `prim` on tensors (and Python scalars); returns a new Tensor."""
+    from .tensor import Tensor
+
+    arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
+    if profiler.state.active:
+        with profiler.record_function(prim.name):
+            out = _run_kernel(prim, inputs, arrays, attrs)
+    else:
+        out = _run_kernel(prim, inputs, arrays, attrs)
+    if type(out) is not _ndarray:
+        out = np.asarray(out)
+    result = Tensor._wrap(out, dtype_of_numpy(out.dtype))
+    if _grad.enabled and prim.vjp is not None and result.dtype.is_floating_point:
+        edges = None
+        for i, x in enumerate(inputs):
+            if isinstance(x, Tensor) and x._requires_grad:
+                if edges is None:
+                    edges = [None] * len(inputs)
+                edges[i] = x._edge()
+        if edges is not None:
+            result.grad_fn = PrimitiveNode(prim, inputs, attrs, result, tuple(edges))
+            result._requires_grad = True
+    return result
+
+
+def _run_kernel(prim, inputs, arrays, attrs):
+    try:
+        return prim.kernel(*arrays, **attrs)
+    except (ValueError, IndexError, TypeError, MemoryError) as exc:
+        raise _explain(prim, inputs, attrs, exc) from None
+
+
+def _explain(prim, inputs, attrs, exc: Exception) -> Exception:
+    """Turn NumPy's complaint into PyTorch's wording via the op's shape rule."""
+    specs = [Spec(x._data.shape, x.dtype) if hasattr(x, "_data") else Spec((), None)
+             for x in inputs]
+    try:
+        prim.shape(*specs, **attrs)
+    except (ShapeError, IndexError, RuntimeError) as rule_error:
+        return op_error(type(rule_error), prim.name, str(rule_error), inputs)
+    return op_error(RuntimeError if isinstance(exc, ValueError) else type(exc), prim.name,
+                    str(exc), inputs)
+
+
+def promote(*operands):
+    """Operands converted to their common dtype (PyTorch's rule); scalars stay scalars."""
+    from .tensor import Tensor
+
+    dtype = result_type(operands)
+    return dtype, tuple(x if not isinstance(x, Tensor) or x.dtype is dtype else to_dtype(x, dtype)
+                        for x in operands)
+
+
+def to_dtype(x, dtype):
+    """`x` cast to `dtype` (recorded, so gradients flow back to float inputs)."""
+    return apply(cast, (x,), {"dtype": dtype})

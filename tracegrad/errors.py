@@ -1,0 +1,52 @@
+"""Errors that name the op, the operands' shapes and dtypes, and the user's line.
+
+The first line keeps PyTorch's wording (so code matching PyTorch's messages still works);
+a second line adds where it happened.
+
+>>> import tracegrad as torch
+>>> torch.ones(3) + torch.ones(4)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+RuntimeError: The size of tensor a (3) must match the size of tensor b (4) at non-singleton dimension 0
+  in add of tensors with shapes [3] (float32) and [4] (float32), at ...
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_ROOTS = (_PACKAGE_DIR, os.path.dirname(_PACKAGE_DIR) + os.sep + "compiler")
+
+
+def user_frame():
+    """The innermost stack frame outside tracegrad: the user's line."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not path.startswith(_PACKAGE_ROOTS):
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def user_location() -> str:
+    frame = user_frame()
+    if frame is None:
+        return "<unknown>"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def describe_operands(inputs) -> str:
+    parts = [f"[{', '.join(map(str, x._data.shape))}] ({x.dtype.name})" for x in inputs
+             if hasattr(x, "_data")]
+    if not parts:
+        return ""
+    kind = "tensor" if len(parts) == 1 else "tensors"
+    shapes = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f" of {kind} with shapes {shapes}"
+
+
+def op_error(kind: type, op: str, message: str, inputs=()) -> Exception:
+    """An exception of type `kind` whose message names the op, operands and user line."""
+    return kind(f"{message}\n  in {op}{describe_operands(inputs)}, at {user_location()}")

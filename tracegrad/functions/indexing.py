@@ -1,0 +1,142 @@
+"""Indexing: `x[i]` and `x[i] = v`, `gather`, `index_select`, `masked_fill`.
+
+Every read is the `gather` primitive (a view for basic indices, as in PyTorch), every
+write the `index_put` primitive, so one derivative pair covers them all.
+
+>>> import tracegrad as torch
+>>> x = torch.arange(6.0).reshape(2, 3)
+>>> x[:, [0, 2]]
+tensor([[0., 2.],
+        [3., 5.]])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..compiler import ops
+from ..eager import apply
+from ..tensor import Tensor
+from .inplace import commit_inplace
+from .shaping import mark_view
+
+
+def normalize_index(index, shape) -> tuple:
+    """A user's index as a tuple NumPy understands, with PyTorch's checks."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    items = []
+    for item in index:
+        if isinstance(item, Tensor):
+            item = item._data if item.dtype in (ops.bool_, ops.int64, ops.int32) else _bad(item)
+            if item.ndim == 0 and item.dtype != np.bool_:
+                item = int(item)
+        elif isinstance(item, (list, np.ndarray)):
+            item = np.asarray(item)
+            if item.dtype.kind == "f":
+                _bad(item)
+        elif isinstance(item, slice) and item.step is not None and item.step <= 0:
+            raise ValueError("step must be greater than zero")
+        elif isinstance(item, float):
+            _bad(item)
+        items.append(item)
+    _check_bounds(tuple(items), shape)
+    return tuple(items)
+
+
+def _bad(item):
+    raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
+
+
+def _check_bounds(index, shape) -> None:
+    dim = 0
+    for item in index:
+        if item is None:
+            continue
+        if item is Ellipsis:
+            dim = len(shape) - _dims_used(index) + dim
+            continue
+        if isinstance(item, int) and not isinstance(item, bool):
+            if dim >= len(shape):
+                raise IndexError(f"too many indices for tensor of dimension {len(shape)}")
+            if not -shape[dim] <= item < shape[dim]:
+                raise IndexError(f"index {item} is out of bounds for dimension {dim} with size "
+                                 f"{shape[dim]}")
+        dim += item.ndim if isinstance(item, np.ndarray) and item.dtype == np.bool_ else 1
+    if dim > len(shape):
+        raise IndexError(f"too many indices for tensor of dimension {len(shape)}")
+
+
+def _dims_used(index) -> int:
+    return sum(item.ndim if isinstance(item, np.ndarray) and item.dtype == np.bool_ else 1
+               for item in index if item is not None and item is not Ellipsis)
+
+
+def _is_basic(index) -> bool:
+    return not any(isinstance(i, np.ndarray) or isinstance(i, bool) for i in index)
+
+
+def getitem(input, index):
+    index = normalize_index(index, input._data.shape)
+    out = apply(ops.gather, (input,), {"index": index})
+    if _is_basic(index):
+        mark_view(out, input, index)
+        if out.grad_fn is not None:
+            picks = any(isinstance(i, int) for i in index)
+            out.grad_fn.display_name = "SelectBackward0" if picks else "SliceBackward0"
+    return out
+
+
+def setitem(input, index, value) -> None:
+    index = normalize_index(index, input._data.shape)
+    if isinstance(value, Tensor):
+        value = value.to(input.dtype) if value.dtype is not input.dtype else value
+    else:
+        value = input.dtype.numpy.type(value) if np.ndim(value) == 0 else \
+            Tensor._wrap(np.asarray(value, dtype=input.dtype.numpy), input.dtype)
+    raw = value._data if isinstance(value, Tensor) else value
+    commit_inplace(input, lambda old: apply(ops.index_put, (old, value), {"index": index}),
+                   name="CopySlices", others=(value,),
+                   fast=lambda data: data.__setitem__(index, raw))
+
+
+def gather(input, dim: int, index):
+    """`out[i][j] = input[index[i][j]][j]` for dim=0, and so on (PyTorch's gather)."""
+    dim = ops.normalize_axis(dim, input.ndim, "gather")
+    idx = index._data if isinstance(index, Tensor) else np.asarray(index)
+    grids = list(np.ix_(*[np.arange(s) for s in idx.shape])) if idx.ndim else []
+    grids[dim] = idx
+    out = apply(ops.gather, (input,), {"index": tuple(grids)})
+    if out.grad_fn is not None:
+        out.grad_fn.display_name = "GatherBackward0"
+    return out
+
+
+def take_along_dim(input, indices, dim=None):
+    if dim is None:
+        return getitem(input.reshape(-1), indices.reshape(-1))
+    return gather(input, dim, indices)
+
+
+def index_select(input, dim: int, index):
+    dim = ops.normalize_axis(dim, input.ndim, "index_select")
+    out = getitem(input, (slice(None),) * dim + (index,))
+    if out.grad_fn is not None:
+        out.grad_fn.display_name = "IndexSelectBackward0"
+    return out
+
+
+def masked_fill(input, mask, value):
+    from .pointwise import where
+
+    out = where(mask, value, input)
+    if out.grad_fn is not None:
+        out.grad_fn.display_name = "MaskedFillBackward0"
+    return out
+
+
+def nonzero(input, as_tuple: bool = False):
+    found = np.nonzero(input._data)
+    if as_tuple:
+        return tuple(Tensor._wrap(i.astype(np.int64), ops.int64) for i in found)
+    return Tensor._wrap(np.stack(found, axis=1).astype(np.int64), ops.int64)

@@ -1,0 +1,176 @@
+"""In-place operations: `add_`, `x[i] = v`, `zero_`, `+=` and friends.
+
+An in-place op computes its result out of place (recording it, when gradients are being
+recorded), writes it into the tensor's memory, bumps the version counter that guards
+saved values, and makes the op the tensor's new `grad_fn`. When the tensor is a slice of
+another, the base's history is rewritten too (PyTorch's `CopySlices`). Without recording,
+NumPy writes in place directly.
+
+>>> import tracegrad as torch
+>>> x = torch.ones(3)
+>>> x.add_(1.0)
+tensor([2., 2., 2.])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import grad_mode
+from ..compiler import ops
+from ..eager import apply
+from ..tensor import Tensor
+
+_grad = grad_mode.state
+
+LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
+VIEW_OF_LEAF_IN_PLACE = ("a view of a leaf Variable that requires grad is being used in an "
+                         "in-place operation.")
+
+
+def commit_inplace(target: Tensor, compute, *, name: str | None = None, others=(), fast=None):
+    """Run `compute(old_target)` and write its result into `target`.
+
+    `fast(data)`, when given, does the same directly on the NumPy array; it is used when
+    nothing needs recording.
+    """
+    recording = _grad.enabled and (target._requires_grad or any(
+        isinstance(o, Tensor) and o._requires_grad for o in others))
+    if recording:
+        _check_may_modify(target)
+    if not recording and fast is not None:
+        _write_checked(target, fast)
+        target._version[0] += 1
+        return target
+    old = _snapshot(target) if recording else target
+    result = compute(old)
+    _write_checked(target, lambda data: np.copyto(data, result._data, casting="same_kind"),
+                   result)
+    target._version[0] += 1
+    if recording and result.grad_fn is not None:
+        if name:
+            result.grad_fn.display_name = name
+        _adopt(target, result.grad_fn)
+        if target._base is not None:
+            _rebase(target)
+    elif recording:  # the new value depends on nothing that requires grad
+        target.grad_fn, target._requires_grad = None, False
+    return target
+
+
+def _check_may_modify(target: Tensor) -> None:
+    if target._requires_grad and target.grad_fn is None:
+        raise RuntimeError(LEAF_IN_PLACE)
+    view = target
+    while view._base is not None:
+        view, index = view._base
+        if view._requires_grad and view.grad_fn is None:
+            raise RuntimeError(VIEW_OF_LEAF_IN_PLACE)
+        if index is None:
+            raise RuntimeError(
+                "an in-place operation on a view made by reshape, view, permute, transpose or "
+                "expand, while gradients are being recorded, is not supported: write to the "
+                "base tensor, or clone() the view first")
+
+
+def _snapshot(target: Tensor) -> Tensor:
+    """A copy of `target`'s current value that stands for it in the graph."""
+    old = Tensor._wrap(target._data.copy(), target.dtype, target._requires_grad)
+    old.grad_fn, old._output_nr = target.grad_fn, target._output_nr
+    return old
+
+
+def _adopt(target: Tensor, node) -> None:
+    target.grad_fn = node
+    target._requires_grad = True
+    target._output_nr = 0
+
+
+def _rebase(view: Tensor) -> None:
+    """After `view` changed in place, make its base's history include the change."""
+    base, index = view._base
+    new_base = apply(ops.index_put, (_snapshot(base), view), {"index": index})
+    new_base.grad_fn.display_name = "CopySlices"
+    _adopt(base, new_base.grad_fn)
+    if base._base is not None:
+        _rebase(base)
+
+
+def _write_checked(target: Tensor, write, result: Tensor | None = None) -> None:
+    """Run `write(target_data)`, turning NumPy's refusals into PyTorch's messages."""
+    if result is not None and result.dtype.category > target.dtype.category:
+        raise RuntimeError(f"result type {_word(result.dtype)} can't be cast to the desired "
+                           f"output type {_word(target.dtype)}")
+    if result is not None and result._data.shape != target._data.shape:
+        raise RuntimeError(f"output with shape {list(target.shape)} doesn't match the "
+                           f"broadcast shape {list(result.shape)}")
+    try:
+        write(target._data)
+    except (TypeError, np.exceptions.UFuncTypeError) as exc:
+        raise RuntimeError(f"result type can't be cast to the desired output type "
+                           f"{_word(target.dtype)} ({exc})") from None
+    except ValueError as exc:
+        raise RuntimeError(f"in-place operation on a tensor of shape {list(target.shape)}: "
+                           f"{exc}") from None
+
+
+def _word(dtype) -> str:
+    return {"float32": "Float", "float64": "Double", "int64": "Long", "int32": "Int",
+            "bool": "Bool"}[dtype.name]
+
+
+def _raw(x):
+    return x._data if isinstance(x, Tensor) else x
+
+
+def arithmetic_inplace(fn, ufunc):
+    """`x.op_(other)`: NumPy's `ufunc(x, other, out=x)` when nothing is recorded."""
+
+    def op_(self, other, *, alpha=1):
+        from .pointwise import mul
+
+        if alpha != 1:
+            other = mul(other, alpha)
+        if ufunc is np.true_divide and not self.dtype.is_floating_point:
+            raise RuntimeError(f"result type Float can't be cast to the desired output type "
+                               f"{_word(self.dtype)}")
+        return commit_inplace(self, lambda old: fn(old, other), others=(other,),
+                              fast=lambda data: ufunc(data, _raw(other), out=data,
+                                                      casting="same_kind"))
+
+    op_.__name__ = fn.__name__ + "_"
+    return op_
+
+
+def function_inplace(fn, name=None):
+    """`x.fn_(...)` for any function: computed out of place, then written back."""
+
+    def op_(self, *args, **kwargs):
+        others = [a for a in args if isinstance(a, Tensor)]
+        return commit_inplace(self, lambda old: fn(old, *args, **kwargs), others=others,
+                              name=name)
+
+    op_.__name__ = fn.__name__ + "_"
+    return op_
+
+
+def zero_(self):
+    return fill_(self, 0)
+
+
+def fill_(self, value):
+    from .pointwise import mul
+
+    value = _raw(value)
+    return commit_inplace(self, lambda old: mul(old, 0) + value, name="FillBackward0",
+                          fast=lambda data: data.fill(value))
+
+
+def copy_(self, src, non_blocking=False):
+    from .shaping import expand
+
+    src = src if isinstance(src, Tensor) else Tensor._wrap(np.asarray(src), self.dtype)
+    return commit_inplace(
+        self, lambda old: expand(src.to(self.dtype), self.shape),
+        name="CopyBackwards", others=(src,),
+        fast=lambda data: np.copyto(data, src._data, casting="unsafe"))

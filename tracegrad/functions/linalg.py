@@ -1,0 +1,69 @@
+"""Matrix products: `matmul` (with NumPy's 1-D and batch rules), `mm`, `bmm`, `dot`.
+
+>>> import tracegrad as torch
+>>> (torch.ones(2, 3) @ torch.ones(3)).shape
+tracegrad.Size([2])
+"""
+
+from __future__ import annotations
+
+from ..compiler import ops
+from ..eager import apply, promote
+
+
+def matmul(input, other):
+    if input.ndim == 0 or other.ndim == 0:
+        raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are "
+                           f"{input.ndim}D and {other.ndim}D")
+    if input.dtype is not other.dtype:
+        raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: "
+                           f"{input.dtype.name} != {other.dtype.name}")
+    a = input.unsqueeze(0) if input.ndim == 1 else input
+    b = other.unsqueeze(-1) if other.ndim == 1 else other
+    out = apply(ops.matmul, (a, b), {})
+    if other.ndim == 1:
+        out = out.squeeze(-1)
+    if input.ndim == 1:
+        out = out.squeeze(-2)
+    if out.grad_fn is not None:
+        out.grad_fn.display_name = _backward_name(input, other)
+    return out
+
+
+def _backward_name(a, b) -> str:
+    if a.ndim == 2 and b.ndim == 2:
+        return "MmBackward0"
+    if a.ndim == 1 and b.ndim == 1:
+        return "DotBackward0"
+    if b.ndim == 1 and a.ndim == 2:
+        return "MvBackward0"
+    return "UnsafeViewBackward0" if a.ndim > 2 and b.ndim <= 2 else "BmmBackward0"
+
+
+def mm(input, mat2):
+    if input.ndim != 2 or mat2.ndim != 2:
+        raise RuntimeError(f"self must be a matrix" if input.ndim != 2 else "mat2 must be a matrix")
+    return matmul(input, mat2)
+
+
+def bmm(input, mat2):
+    if input.ndim != 3 or mat2.ndim != 3:
+        raise RuntimeError(f"batch1 must be a 3D tensor" if input.ndim != 3
+                           else "batch2 must be a 3D tensor")
+    if input.shape[0] != mat2.shape[0]:
+        raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
+                           f"[{input.shape[0]}, {input.shape[2]}] but got: "
+                           f"[{mat2.shape[0]}, {mat2.shape[1]}].")
+    return matmul(input, mat2)
+
+
+def dot(input, other):
+    if input.ndim != 1 or other.ndim != 1:
+        raise RuntimeError(f"1D tensors expected, but got {input.ndim}D and {other.ndim}D "
+                           f"tensors")
+    return matmul(input, other)
+
+
+def outer(input, vec2):
+    _, (a, b) = promote(input, vec2)
+    return a.unsqueeze(1) * b.unsqueeze(0)

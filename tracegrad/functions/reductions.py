@@ -1,0 +1,179 @@
+"""Reductions with PyTorch's `dim` (int or tuple) and `keepdim`.
+
+`sum`, `amax`, `amin`, `prod`, `argmax` and `argmin` are primitives; `mean`, `var`, `std`,
+`norm`, `logsumexp` and the `(values, indices)` forms of `max`/`min` are compositions.
+
+>>> import tracegrad as torch
+>>> torch.tensor([[1.0, 2.0], [3.0, 4.0]]).mean(dim=0)
+tensor([2., 3.])
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+from ..compiler import ops
+from ..compiler.ops import normalize_axes, normalize_axis
+from ..eager import apply, to_dtype
+from ..tensor import Tensor
+from .naming import composite
+from .pointwise import maximum, minimum, sqrt, where
+
+_INTEGRAL_TO_INT64 = (ops.bool_, ops.int32)
+values_indices = namedtuple("values_indices", ["values", "indices"])
+
+
+def _axes(input, dim, op):
+    if dim is None or dim == ():
+        return tuple(range(input.ndim))
+    return normalize_axes(dim, input.ndim, op)
+
+
+def _one_of(name: str, dim_given: bool) -> str:
+    return f"{name}Backward{1 if dim_given else 0}"
+
+
+def sum(input, dim=None, keepdim: bool = False, *, dtype=None):
+    if dtype is not None:
+        input = input.to(dtype)
+    elif input.dtype in _INTEGRAL_TO_INT64:
+        input = to_dtype(input, ops.int64)  # PyTorch sums bools and ints as int64
+    out = apply(ops.sum_, (input,), {"axes": _axes(input, dim, "sum"), "keepdims": keepdim})
+    if dim is not None and out.grad_fn is not None:
+        out.grad_fn.display_name = "SumBackward1"
+    return out
+
+
+@composite("mean", lambda input, dim=None, *a, **k: _one_of("Mean", dim is not None))
+def mean(input, dim=None, keepdim: bool = False, *, dtype=None):
+    if dtype is not None:
+        input = input.to(dtype)
+    if not input.dtype.is_floating_point:
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either "
+                           f"a floating point or complex dtype. Got: {_type_word(input.dtype)}")
+    axes = _axes(input, dim, "mean")
+    count = math.prod(input.shape[a] for a in axes)
+    return sum(input, axes, keepdim) / count
+
+
+def _type_word(dtype) -> str:
+    return {"int64": "Long", "int32": "Int", "bool": "Bool"}.get(dtype.name, dtype.name)
+
+
+def _correction(unbiased, correction) -> float:
+    if correction is not None:
+        return correction
+    return 1 if unbiased is None or unbiased else 0
+
+
+@composite("var", lambda input, dim=None, *a, **k: _one_of("Var", dim is not None))
+def var(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+    axes = _axes(input, dim, "var")
+    count = math.prod(input.shape[a] for a in axes)
+    centred = input - mean(input, axes, keepdim=True)
+    return sum(centred * centred, axes, keepdim) / max(count - _correction(unbiased, correction),
+                                                       0)
+
+
+@composite("std", lambda input, dim=None, *a, **k: _one_of("Std", dim is not None))
+def std(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+    return sqrt(var(input, dim, unbiased, keepdim, correction=correction))
+
+
+@composite("norm", lambda input, p="fro", dim=None, *a, **k: _one_of("Norm", dim is not None))
+def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None):
+    if dtype is not None:
+        input = input.to(dtype)
+    axes = _axes(input, dim, "norm")
+    if p in ("fro", 2, 2.0):
+        squares = sum(input * input, axes, keepdim)
+        # sqrt'(0) is infinite; PyTorch defines the norm's gradient at 0 as 0
+        safe = where(squares == 0, 1.0, squares)
+        return where(squares == 0, 0.0, sqrt(safe))
+    if p in (math.inf, "inf"):
+        return amax(input.abs(), axes, keepdim)
+    if p in (-math.inf, "-inf"):
+        return amin(input.abs(), axes, keepdim)
+    if p == 1:
+        return sum(input.abs(), axes, keepdim)
+    if p == 0:
+        return sum((input != 0).to(input.dtype), axes, keepdim)
+    return sum(input.abs() ** p, axes, keepdim) ** (1.0 / p)
+
+
+@composite("logsumexp")
+def logsumexp(input, dim, keepdim: bool = False):
+    axes = _axes(input, dim, "logsumexp")
+    peak = amax(input, axes, keepdim=True).detach()
+    # an infinite peak would give inf - inf = nan; shifting by 0 there is exact
+    peak = where(peak.abs() == math.inf, 0.0, peak)
+    shifted = sum((input - peak).exp(), axes, keepdim=True).log() + peak
+    return shifted if keepdim else shifted.squeeze(axes)
+
+
+def amax(input, dim=(), keepdim: bool = False):
+    return apply(ops.amax, (input,), {"axes": _axes(input, dim, "amax"), "keepdims": keepdim})
+
+
+def amin(input, dim=(), keepdim: bool = False):
+    return apply(ops.amin, (input,), {"axes": _axes(input, dim, "amin"), "keepdims": keepdim})
+
+
+def prod(input, dim=None, keepdim: bool = False, *, dtype=None):
+    if dtype is not None:
+        input = input.to(dtype)
+    elif input.dtype in _INTEGRAL_TO_INT64:
+        input = to_dtype(input, ops.int64)
+    out = apply(ops.prod, (input,), {"axes": _axes(input, dim, "prod"), "keepdims": keepdim})
+    if dim is not None and out.grad_fn is not None:
+        out.grad_fn.display_name = "ProdBackward1"
+    return out
+
+
+def argmax(input, dim=None, keepdim: bool = False):
+    axis = None if dim is None else normalize_axis(dim, input.ndim, "argmax")
+    return apply(ops.argmax, (input,), {"axis": axis, "keepdims": keepdim})
+
+
+def argmin(input, dim=None, keepdim: bool = False):
+    axis = None if dim is None else normalize_axis(dim, input.ndim, "argmin")
+    return apply(ops.argmin, (input,), {"axis": axis, "keepdims": keepdim})
+
+
+def max(input, dim=None, keepdim: bool = False, *, out=None):
+    """`max(x)`: the largest value; `max(x, dim)`: (values, indices); `max(x, y)`: maximum."""
+    return _extreme(input, dim, keepdim, amax, argmax, maximum, "Max")
+
+
+def min(input, dim=None, keepdim: bool = False, *, out=None):
+    return _extreme(input, dim, keepdim, amin, argmin, minimum, "Min")
+
+
+def _extreme(input, dim, keepdim, whole, arg, pairwise, word):
+    if isinstance(dim, Tensor):
+        return pairwise(input, dim)
+    if dim is None:
+        out = whole(input)
+        if out.grad_fn is not None:
+            out.grad_fn.display_name = f"{word}Backward1"
+        return out
+    indices = arg(input, dim, keepdim=True)
+    values = input.gather(dim, indices)  # the gradient goes to the chosen index only
+    if values.grad_fn is not None:
+        values.grad_fn.display_name = f"{word}Backward0"
+    if not keepdim:
+        values, indices = values.squeeze(dim), indices.squeeze(dim)
+    return values_indices(values, indices)
+
+
+def all(input, dim=None, keepdim: bool = False):
+    return amin(input.to(ops.bool_), () if dim is None else dim, keepdim)
+
+
+def any(input, dim=None, keepdim: bool = False):
+    return amax(input.to(ops.bool_), () if dim is None else dim, keepdim)
+
+
+def count_nonzero(input, dim=None):
+    return sum(input != 0, dim)

@@ -1,0 +1,338 @@
+"""`Tensor`: a NumPy array plus what autograd needs to know about it.
+
+The class holds state and the autograd entry points (`backward`, hooks, `detach`, ...);
+the operations are plain functions in `tracegrad.functions` that `methods.py` binds as
+methods and operators.
+
+>>> import tracegrad as torch
+>>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+>>> y = (x * x).sum()
+>>> y
+tensor(5., grad_fn=<SumBackward0>)
+>>> y.backward(); x.grad
+tensor([2., 4.])
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+
+import numpy as np
+
+from .autograd import engine, grad_mode
+from .autograd.graph import AccumulateGrad
+from .compiler.ops.dtypes import DType
+from .printing import format_tensor
+
+_grad = grad_mode.state
+
+
+class Size(tuple):
+    """A tensor's shape: a tuple that prints like PyTorch's `torch.Size`."""
+
+    def __repr__(self) -> str:
+        return f"tracegrad.Size({list(self)})"
+
+    def numel(self) -> int:
+        return int(np.prod(self))
+
+
+class Tensor:
+    __slots__ = ("_data", "dtype", "_requires_grad", "_grad", "grad_fn", "_version", "_base",
+                 "_accumulator_ref", "_hooks", "_retains_grad", "_output_nr", "__weakref__",
+                 "__dict__")
+
+    def __init__(self, *args, **kwargs):
+        from .creation import tensor_constructor
+
+        tensor_constructor(self, *args, **kwargs)
+
+    # --- construction used by the library (fast: no checks) ---
+    @classmethod
+    def _wrap(cls, data: np.ndarray, dtype: DType, requires_grad: bool = False) -> Tensor:
+        t = object.__new__(cls)
+        t._data = data
+        t.dtype = dtype
+        t._requires_grad = requires_grad
+        t._grad = None
+        t.grad_fn = None
+        t._version = [0]
+        t._base = None
+        t._accumulator_ref = None
+        t._hooks = None
+        t._retains_grad = False
+        t._output_nr = 0
+        return t
+
+    @classmethod
+    def _from_node(cls, data: np.ndarray, node) -> Tensor:
+        """A tensor for `data` made by `node` (a node's saved output, for higher order)."""
+        from .compiler.ops.dtypes import from_numpy
+
+        t = cls._wrap(data, from_numpy(data.dtype), True)
+        t.grad_fn = node
+        return t
+
+    @staticmethod
+    def _apply_primitive(prim, inputs, attrs):
+        from .eager import apply
+
+        return apply(prim, inputs, attrs)
+
+    # --- autograd state ---
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if self.grad_fn is not None:
+            raise RuntimeError("you can only change requires_grad flags of leaf variables. If "
+                               "you want to use a computed variable in a subgraph that doesn't "
+                               "require differentiation use var_no_grad = var.detach().")
+        if value and not self.dtype.is_floating_point:
+            raise RuntimeError("only Tensors of floating point dtype can require gradients")
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def grad(self):
+        if self.grad_fn is not None and not self._retains_grad and self._grad is None:
+            warnings.warn(
+                "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. "
+                "Its .grad attribute won't be populated during autograd.backward(). If you "
+                "indeed want the .grad field to be populated for a non-leaf Tensor, use "
+                ".retain_grad() on the non-leaf Tensor. If you access the non-leaf Tensor by "
+                "mistake, make sure you access the leaf Tensor instead.", UserWarning,
+                stacklevel=2)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad "
+                                f"of type {type(value).__name__}")
+            if value._data.shape != self._data.shape:
+                raise RuntimeError("assigned grad has data of a different size")
+            if value.dtype is not self.dtype:
+                raise RuntimeError("assigned grad has data of a different type")
+        self._grad = value
+
+    def _accumulator(self) -> AccumulateGrad:
+        """This leaf's AccumulateGrad node (one per leaf while a graph uses it)."""
+        node = self._accumulator_ref() if self._accumulator_ref is not None else None
+        if node is None:
+            node = AccumulateGrad(self)
+            self._accumulator_ref = weakref.ref(node)
+        return node
+
+    def _edge(self):
+        """Where gradient for this tensor goes: (node, output number)."""
+        if self.grad_fn is not None:
+            return (self.grad_fn, self._output_nr)
+        return (self._accumulator(), 0)
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (see `autograd.backward`)."""
+        from .autograd import backward
+
+        backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+
+    def register_hook(self, hook):
+        """`hook(grad)` runs when this tensor's gradient is computed; may return a new one."""
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require "
+                               "gradient")
+        if self.grad_fn is None:
+            self._hooks = (self._hooks or []) + [hook]
+            return _TensorHookHandle(self, hook)
+        node = self.grad_fn
+        node.pre_hooks = dict(node.pre_hooks or {})
+        node.pre_hooks.setdefault(self._output_nr, []).append(hook)
+        return _NodeHookHandle(node, self._output_nr, hook)
+
+    def retain_grad(self) -> None:
+        """Keep `.grad` for this non-leaf tensor too."""
+        if not self._requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self.grad_fn is None or self._retains_grad:
+            return
+        self._retains_grad = True
+        node = self.grad_fn
+        node.retained = dict(node.retained or {})
+        node.retained[self._output_nr] = weakref.ref(self)
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad
+
+    def detach(self) -> Tensor:
+        """A tensor sharing this one's memory (and version counter), outside the graph."""
+        t = Tensor._wrap(self._data, self.dtype)
+        t._version = self._version
+        return t
+
+    def detach_(self) -> Tensor:
+        self.grad_fn = None
+        self._requires_grad = False
+        return self
+
+    @property
+    def data(self) -> Tensor:
+        return self.detach()
+
+    @data.setter
+    def data(self, value: Tensor) -> None:
+        self._data = value._data
+        self.dtype = value.dtype
+
+    @property
+    def _version_count(self) -> int:
+        return self._version[0]
+
+    def _bump_version(self) -> None:
+        self._version[0] += 1
+
+    # --- facts about the array ---
+    @property
+    def shape(self) -> Size:
+        return Size(self._data.shape)
+
+    def size(self, dim: int | None = None):
+        if dim is None:
+            return Size(self._data.shape)
+        from .compiler.ops import normalize_axis
+
+        return self._data.shape[normalize_axis(dim, self._data.ndim)]
+
+    def dim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    def numel(self) -> int:
+        return int(self._data.size)
+
+    nelement = numel
+
+    def element_size(self) -> int:
+        return self.dtype.itemsize
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def is_contiguous(self) -> bool:
+        return bool(self._data.flags.c_contiguous)
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def is_cuda(self) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    # --- conversion ---
+    def numpy(self, force: bool = False) -> np.ndarray:
+        if self._requires_grad and not force:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
+                               "tensor.detach().numpy() instead.")
+        return self._data
+
+    def __array__(self, dtype=None, copy=None):
+        if self._requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
+                               "tensor.detach().numpy() instead.")
+        return self._data if dtype is None else self._data.astype(dtype, copy=False)
+
+    def item(self):
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted "
+                               f"to Scalar")
+        return self._data.reshape(()).item()
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if self.dtype.category != 1 or self._data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an "
+                            "index")
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self._data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is "
+                               f"ambiguous")
+        return bool(self._data.reshape(()).item())
+
+    def __format__(self, spec: str) -> str:
+        if self._data.ndim == 0:
+            return format(self.item(), spec)
+        return format(repr(self), spec)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __iter__(self):
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._data.shape[0]))
+
+    def __repr__(self, *, tensor_contents=None) -> str:
+        suffixes = []
+        if self.grad_fn is not None:
+            suffixes.append(f"grad_fn=<{self.grad_fn.name()}>")
+        elif self._requires_grad:
+            suffixes.append("requires_grad=True")
+        return format_tensor(self._data, self.dtype.name, suffixes)
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        return (_rebuild, (self._data.copy(), self.dtype.name, self._requires_grad))
+
+
+def _rebuild(data, dtype_name, requires_grad):
+    from .compiler.ops.dtypes import from_name
+
+    return Tensor._wrap(data, from_name(dtype_name), requires_grad)
+
+
+class _TensorHookHandle:
+    def __init__(self, tensor, hook):
+        self.tensor, self.hook = tensor, hook
+
+    def remove(self) -> None:
+        self.tensor._hooks = [h for h in (self.tensor._hooks or []) if h is not self.hook]
+
+
+class _NodeHookHandle:
+    def __init__(self, node, output_nr, hook):
+        self.node, self.output_nr, self.hook = node, output_nr, hook
+
+    def remove(self) -> None:
+        hooks = self.node.pre_hooks.get(self.output_nr, [])
+        self.node.pre_hooks[self.output_nr] = [h for h in hooks if h is not self.hook]
