@@ -80,8 +80,7 @@ def tensor_constructor(self: Tensor, *args, **kwargs) -> None:
         made = tensor(args[0], dtype=float32)
     else:
         made = empty(*args)
-    for slot in ("_data", "dtype", "_requires_grad", "_grad", "grad_fn", "_version", "_base",
-                 "_accumulator_ref", "_hooks", "_retains_grad", "_output_nr"):
+    for slot in ("_data", "dtype", "_requires_grad", "grad_fn", "_version"):
         setattr(self, slot, getattr(made, slot))
 
 

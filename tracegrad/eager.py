@@ -17,35 +17,44 @@ from .autograd import grad_mode, profiler
 from .autograd.graph import PrimitiveNode
 from .compiler.ops import ShapeError, Spec, cast
 from .compiler.ops.dtypes import from_numpy as dtype_of_numpy
-from .compiler.ops.dtypes import result_type
+from .compiler.ops.dtypes import ALL_DTYPES, result_type
 from .errors import op_error
+from .tensor import Tensor
 
 _grad = grad_mode.state
 _ndarray = np.ndarray
+_DTYPES = {d.numpy: d for d in ALL_DTYPES}
+_new = object.__new__
 
 
 def apply(prim, inputs: tuple, attrs: dict):
     """Run `prim` on tensors (and Python scalars); returns a new Tensor."""
-    from .tensor import Tensor
-
     arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
     if profiler.state.active:
         with profiler.record_function(prim.name):
             out = _run_kernel(prim, inputs, arrays, attrs)
     else:
-        out = _run_kernel(prim, inputs, arrays, attrs)
+        try:
+            out = prim.kernel(*arrays, **attrs)
+        except (ValueError, IndexError, TypeError, MemoryError) as exc:
+            raise _explain(prim, inputs, attrs, exc) from None
     if type(out) is not _ndarray:
         out = np.asarray(out)
-    result = Tensor._wrap(out, dtype_of_numpy(out.dtype))
-    if _grad.enabled and prim.vjp is not None and result.dtype.is_floating_point:
+    result = _new(Tensor)  # Tensor._wrap, inlined: this is the hottest line of eager mode
+    result._data = out
+    result.dtype = dtype = _DTYPES.get(out.dtype) or dtype_of_numpy(out.dtype)
+    result.grad_fn = None
+    result._version = [0]
+    result._requires_grad = False
+    if _grad.enabled and prim.vjp is not None and dtype.is_floating_point:
         edges = None
         for i, x in enumerate(inputs):
             if isinstance(x, Tensor) and x._requires_grad:
                 if edges is None:
                     edges = [None] * len(inputs)
-                edges[i] = x._edge()
+                edges[i] = (x.grad_fn, x._output_nr) if x.grad_fn is not None else x._edge()
         if edges is not None:
-            result.grad_fn = PrimitiveNode(prim, inputs, attrs, result, tuple(edges))
+            result.grad_fn = PrimitiveNode(prim, inputs, attrs, out, edges)
             result._requires_grad = True
     return result
 
@@ -71,8 +80,6 @@ def _explain(prim, inputs, attrs, exc: Exception) -> Exception:
 
 def promote(*operands):
     """Operands converted to their common dtype (PyTorch's rule); scalars stay scalars."""
-    from .tensor import Tensor
-
     dtype = result_type(operands)
     return dtype, tuple(x if not isinstance(x, Tensor) or x.dtype is dtype else to_dtype(x, dtype)
                         for x in operands)
@@ -81,3 +88,6 @@ def promote(*operands):
 def to_dtype(x, dtype):
     """`x` cast to `dtype` (recorded, so gradients flow back to float inputs)."""
     return apply(cast, (x,), {"dtype": dtype})
+
+
+Tensor._apply_primitive = staticmethod(apply)

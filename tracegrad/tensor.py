@@ -39,9 +39,15 @@ class Size(tuple):
 
 
 class Tensor:
-    __slots__ = ("_data", "dtype", "_requires_grad", "_grad", "grad_fn", "_version", "_base",
-                 "_accumulator_ref", "_hooks", "_retains_grad", "_output_nr", "__weakref__",
+    __slots__ = ("_data", "dtype", "_requires_grad", "grad_fn", "_version", "__weakref__",
                  "__dict__")
+    # Rarely set state lives in the instance dict, defaulting to these (cheaper to create).
+    _grad = None
+    _base = None  # (base tensor, index or None) for a view
+    _accumulator_ref = None  # weak reference to this leaf's AccumulateGrad node
+    _hooks = None
+    _retains_grad = False
+    _output_nr = 0
 
     def __init__(self, *args, **kwargs):
         from .creation import tensor_constructor
@@ -55,14 +61,8 @@ class Tensor:
         t._data = data
         t.dtype = dtype
         t._requires_grad = requires_grad
-        t._grad = None
         t.grad_fn = None
         t._version = [0]
-        t._base = None
-        t._accumulator_ref = None
-        t._hooks = None
-        t._retains_grad = False
-        t._output_nr = 0
         return t
 
     @classmethod
@@ -74,11 +74,8 @@ class Tensor:
         t.grad_fn = node
         return t
 
-    @staticmethod
-    def _apply_primitive(prim, inputs, attrs):
-        from .eager import apply
-
-        return apply(prim, inputs, attrs)
+    # _apply_primitive(prim, inputs, attrs), which lets a primitive be called on tensors,
+    # is bound by eager.py (it needs this class first).
 
     # --- autograd state ---
     @property

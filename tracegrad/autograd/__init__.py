@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import anomaly_mode, grad_mode, profiler  # noqa: F401
 from .anomaly_mode import detect_anomaly, set_detect_anomaly  # noqa: F401
 from .engine import run_backward
@@ -22,8 +24,6 @@ def _as_tuple(x) -> tuple:
 
 
 def _root_gradients(outputs, grad_outputs):
-    from ..creation import ones_like
-
     grads = list(_as_tuple(grad_outputs)) or [None] * len(outputs)
     if len(grads) != len(outputs):
         raise RuntimeError(f"Mismatch in number of tensors: {len(grads)} gradients for "
@@ -33,7 +33,7 @@ def _root_gradients(outputs, grad_outputs):
         if g is None:
             if out.requires_grad and out.numel() != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            g = ones_like(out)
+            g = out._wrap(np.ones(out._data.shape, out.dtype.numpy), out.dtype)
         elif g.shape != out.shape:
             raise RuntimeError(f"Mismatch in shape: grad_output[0] has a shape of "
                                f"{g.shape} and output[0] has a shape of {out.shape}.")

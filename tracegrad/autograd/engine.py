@@ -24,30 +24,30 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, create_graph: bool,
     """Backpropagate from `outputs`; accumulate into leaves or return grads of `inputs`."""
     roots = [_edge_of(t, f"element {i} of tensors") for i, t in enumerate(outputs)]
     targets = {}
-    if inputs is not None:
-        for k, t in enumerate(inputs):
-            edge = _edge_of(t, "One of the differentiated Tensors", input_side=True)
-            targets.setdefault(edge, []).append(k)
-    order = _nodes_in_graph(roots)
+    for k, t in enumerate(inputs or ()):
+        edge = _edge_of(t, "One of the differentiated Tensors", input_side=True)
+        targets.setdefault(edge, []).append(k)
+    dependencies = _count_dependencies([node for node, _ in roots])
     if targets:
-        order = _prune_to_targets(order, {node for node, _ in targets})
-    dependencies = _count_dependencies(order)
-    pending = {}
-    owned = set()
+        dependencies = _prune_to_targets(dependencies, {node for node, _ in targets})
+    pending, owned = {}, set()
     for (node, nr), g in zip(roots, grad_outputs):
         _add_grad(pending, node, nr, g)
         owned.add(id(g._data))  # the caller's gradient: never stored in a .grad as it is
-    captured = [None] * (len(inputs) if inputs is not None else 0)
-    ready = list(dict.fromkeys(node for node, _ in roots if dependencies.get(node, 0) == 0))
-    with grad_mode.set_grad_enabled(create_graph):
+    captured = [None] * len(inputs or ())
+    ready = list(dict.fromkeys(node for node, _ in roots if not dependencies.get(node)))
+    saved_mode, grad_mode.state.enabled = grad_mode.state.enabled, create_graph
+    try:
         while ready:
             node = ready.pop()
             grads = pending.pop(node, None) or [None]
-            grads = _run_pre_hooks(node, grads)
-            for nr, g in enumerate(grads):
-                for k in targets.get((node, nr), ()):
-                    captured[k] = g
-            if isinstance(node, AccumulateGrad):
+            if node.pre_hooks or node.retained:
+                grads = _run_pre_hooks(node, grads)
+            if targets:
+                for nr, g in enumerate(grads):
+                    for k in targets.get((node, nr), ()):
+                        captured[k] = g
+            if type(node) is AccumulateGrad:
                 if accumulate and (not targets or (node, 0) in targets):
                     _accumulate(node.variable, grads[0], create_graph, owned)
                 continue
@@ -55,22 +55,22 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, create_graph: bool,
             for edge, g in zip(node.edges, in_grads):
                 if edge is None:
                     continue
-                child, nr = edge
-                if child not in dependencies:
+                child = edge[0]
+                left = dependencies.get(child)
+                if left is None:
                     continue  # pruned: leads to no requested input
                 if g is not None:
-                    _add_grad(pending, child, nr, g)
-                dependencies[child] -= 1
-                if dependencies[child] == 0:
+                    _add_grad(pending, child, edge[1], g)
+                dependencies[child] = left - 1
+                if left == 1:
                     ready.append(child)
             if not retain_graph:
                 node.release()
-    if inputs is not None and not allow_unused:
-        for k, g in enumerate(captured):
-            if g is None:
-                raise RuntimeError("One of the differentiated Tensors appears to not have been "
-                                   "used in the graph. Set allow_unused=True if this is the "
-                                   "desired behavior.")
+    finally:
+        grad_mode.state.enabled = saved_mode
+    if inputs and not allow_unused and any(g is None for g in captured):
+        raise RuntimeError("One of the differentiated Tensors appears to not have been used in "
+                           "the graph. Set allow_unused=True if this is the desired behavior.")
     return captured
 
 
@@ -84,50 +84,57 @@ def _edge_of(tensor, what: str, input_side: bool = False):
     return (tensor._accumulator(), 0)
 
 
-def _nodes_in_graph(roots) -> list:
-    """Every node reachable from the roots, each once."""
-    seen = {}
-    stack = [node for node, _ in roots]
+def _count_dependencies(root_nodes: list) -> dict:
+    """Every node reachable from the roots, with how many edges lead into it."""
+    dependencies = dict.fromkeys(root_nodes, 0)
+    stack = list(dependencies)
     while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen[node] = None
-        for edge in node.edges:
-            if edge is not None and edge[0] not in seen:
-                stack.append(edge[0])
-    return list(seen)
+        for edge in stack.pop().edges:
+            if edge is not None:
+                child = edge[0]
+                if child in dependencies:
+                    dependencies[child] += 1
+                else:
+                    dependencies[child] = 1
+                    stack.append(child)
+    return dependencies
 
 
-def _prune_to_targets(nodes: list, target_nodes: set) -> list:
-    """The nodes from which a target can be reached (the others need not run)."""
+def _prune_to_targets(dependencies: dict, target_nodes: set) -> dict:
+    """Only the nodes from which a target can be reached need to run."""
     leads = set(target_nodes)
+    nodes = list(dependencies)  # parents come before their children
     changed = True
-    while changed:  # nodes come parents-first, so one backwards sweep usually settles it
+    while changed:
         changed = False
         for node in reversed(nodes):
             if node not in leads and any(e is not None and e[0] in leads for e in node.edges):
                 leads.add(node)
                 changed = True
-    return [node for node in nodes if node in leads]
-
-
-def _count_dependencies(nodes: list) -> dict:
-    dependencies = dict.fromkeys(nodes, 0)
-    for node in nodes:
+    kept = {node: 0 for node in nodes if node in leads}
+    for node in kept:
         for edge in node.edges:
-            if edge is not None and edge[0] in dependencies:
-                dependencies[edge[0]] += 1
-    return dependencies
+            if edge is not None and edge[0] in kept:
+                kept[edge[0]] += 1
+    return kept
 
 
 def _add_grad(pending: dict, node, nr: int, g) -> None:
     slots = pending.get(node)
     if slots is None:
-        slots = pending[node] = [None] * max(nr + 1, getattr(node, "n_outputs", 1))
+        if nr == 0:
+            pending[node] = [g]
+            return
+        slots = pending[node] = [None] * (nr + 1)
     elif len(slots) <= nr:
         slots.extend([None] * (nr + 1 - len(slots)))
-    slots[nr] = g if slots[nr] is None else slots[nr] + g
+    if slots[nr] is None:
+        slots[nr] = g
+    elif grad_mode.state.enabled:  # create_graph: the sum is part of the new graph
+        slots[nr] = slots[nr] + g
+    else:
+        total = slots[nr]._data + g._data
+        slots[nr] = type(g)._wrap(np.asarray(total), g.dtype)
 
 
 def _run_pre_hooks(node, grads: list) -> list:
@@ -168,18 +175,18 @@ def _accumulate(leaf, g, create_graph: bool, owned: set) -> None:
     for hook in leaf._hooks or ():
         result = hook(g)
         g = result if result is not None else g
-    if g.shape != leaf.shape:
+    if g._data.shape != leaf._data.shape:
         raise RuntimeError(f"Function AccumulateGrad returned an invalid gradient - got "
                            f"{list(g.shape)} but expected shape compatible with "
                            f"{list(leaf.shape)}")
-    if leaf.grad is None:
-        leaf.grad = g if create_graph else _owned_copy(g, owned)
-    elif create_graph or leaf.grad.requires_grad:
-        leaf.grad = leaf.grad + g
+    if leaf._grad is None:
+        leaf._grad = g if create_graph else _owned_copy(g, owned)
+    elif create_graph or leaf._grad._requires_grad:
+        leaf._grad = leaf._grad + g
     else:
-        np.add(leaf.grad._data, g._data, out=leaf.grad._data, casting="unsafe")
+        np.add(leaf._grad._data, g._data, out=leaf._grad._data, casting="unsafe")
     if not create_graph:
-        owned.add(id(leaf.grad._data))
+        owned.add(id(leaf._grad._data))
 
 
 def _owned_copy(g, owned: set):

@@ -14,6 +14,8 @@ inputs (`apply`). Three kinds exist: `PrimitiveNode` for an op of the op set,
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..compiler.ops import Spec, sum_to
 from . import anomaly_mode
 
@@ -34,19 +36,21 @@ SAVED_TWICE = (
 class Node:
     """A step of the backward pass."""
 
-    __slots__ = ("edges", "seq", "display_name", "display_edges", "pre_hooks", "hooks",
-                 "retained", "creation_trace", "__weakref__")
+    __slots__ = ("edges", "seq", "__dict__", "__weakref__")
+    # Rarely set state lives in the instance dict, defaulting to these (cheaper to create).
+    display_name = None  # the composite's name, e.g. "MeanBackward0" (naming.py)
+    display_edges = None  # the composite's inputs, shown as next_functions
+    pre_hooks = None  # {output_nr: [fn]} from tensor.register_hook
+    hooks = None  # [fn(grad_inputs, grad_outputs)] from node.register_hook
+    retained = None  # {output_nr: weakref to tensor} from retain_grad()
+    creation_trace = None  # the user's stack, under anomaly detection
 
     def __init__(self, edges: tuple):
         self.edges = edges  # per input: (node, output_nr) or None
         self.seq = _sequence[0]
         _sequence[0] += 1
-        self.display_name = None
-        self.display_edges = None
-        self.pre_hooks = None  # {output_nr: [fn]} from tensor.register_hook
-        self.hooks = None  # [fn(grad_inputs, grad_outputs)] from node.register_hook
-        self.retained = None  # {output_nr: weakref to tensor} from retain_grad()
-        self.creation_trace = anomaly_mode.creation_trace() if anomaly_mode.state.on else None
+        if anomaly_mode.state.on:
+            self.creation_trace = anomaly_mode.creation_trace()
 
     def name(self) -> str:
         return self.display_name or self.default_name()
@@ -100,21 +104,30 @@ class _RemovableHook:
 class PrimitiveNode(Node):
     """The backward of one primitive application: applies the op's derivative rules."""
 
-    __slots__ = ("prim", "attrs", "inputs", "out", "versions", "freed")
+    __slots__ = ("prim", "attrs", "inputs", "shapes", "out", "versions", "freed")
 
-    def __init__(self, prim, inputs: tuple, attrs: dict, out, edges: tuple):
-        super().__init__(edges)
+    def __init__(self, prim, inputs: tuple, attrs: dict, out, edges):
+        self.edges = edges  # Node.__init__, inlined: one node per recorded op
+        self.seq = _sequence[0]
+        _sequence[0] += 1
+        if anomaly_mode.state.on:
+            self.creation_trace = anomaly_mode.creation_trace()
         self.prim = prim
         self.attrs = attrs
-        saved = prim.saved_inputs
-        # Inputs the rules do not read are kept as shape and dtype only.
-        self.inputs = tuple(
-            x if (i in saved or not hasattr(x, "_data")) else Spec(x._data.shape, x.dtype)
-            for i, x in enumerate(inputs))
-        self.out = out._data if prim.saves_out else Spec(out._data.shape, out.dtype)
-        self.versions = tuple((x, x._version[0], x.grad_fn) for i, x in enumerate(inputs)
-                              if i in saved and hasattr(x, "_data"))
         self.freed = False
+        saved = prim.saved_inputs
+        shapes, kept, versions = [], [], []
+        for i, x in enumerate(inputs):
+            data = getattr(x, "_data", None)
+            shapes.append(() if data is None else data.shape)
+            if i in saved:
+                kept.append(x)
+                if data is not None:
+                    versions.append((x, x._version[0], x.grad_fn))
+            else:  # inputs the rules do not read are kept as shape and dtype only
+                kept.append(x if data is None else Spec(data.shape, x.dtype))
+        self.shapes, self.inputs, self.versions = shapes, kept, versions
+        self.out = out if prim.saves_out else Spec(out.shape, None)
 
     def default_name(self) -> str:
         return self.prim.backward_name
@@ -122,39 +135,41 @@ class PrimitiveNode(Node):
     def apply(self, grad_outputs: list) -> tuple:
         if self.freed:
             raise RuntimeError(SAVED_TWICE)
-        self._check_versions()
-        g = grad_outputs[0]
-        out = self._out_tensor(g)
-        results = []
-        for i, (x, edge) in enumerate(zip(self.inputs, self.edges)):
-            if edge is None:
-                results.append(None)
-                continue
-            kw = {"i": i} if self.prim.variadic else {}
-            grad = self.prim.rule(i)(g, *self.inputs, out, **kw, **self.attrs)
-            if grad.shape != x.shape:
-                grad = sum_to(grad, x.shape)
-            results.append(grad)
-        return tuple(results)
-
-    def _out_tensor(self, like):
-        """The saved output as a tensor whose grad_fn is this node (for higher order)."""
-        if not self.prim.saves_out:
-            return self.out
-        return type(like)._from_node(self.out, self)
-
-    def _check_versions(self) -> None:
         for tensor, version, producer in self.versions:
             if tensor._version[0] != version:
                 raise RuntimeError(modified_message(tensor, version, producer))
+        g = grad_outputs[0]
+        prim, inputs, attrs = self.prim, self.inputs, self.attrs
+        out = type(g)._from_node(self.out, self) if prim.saves_out else self.out
+        results = []
+        for i, edge in enumerate(self.edges):
+            if edge is None:
+                results.append(None)
+                continue
+            if prim.variadic:
+                grad = prim.vjp[0](g, *inputs, out, i=i, **attrs)
+            else:
+                grad = prim.vjp[i](g, *inputs, out, **attrs)
+            if grad._data.shape != self.shapes[i]:
+                grad = sum_to(grad, self.shapes[i])
+            results.append(grad)
+        return results
 
     def release(self) -> None:
-        if self.prim.saved_inputs or self.prim.saves_out:
+        if self.versions or self.prim.saves_out:
             self.freed = True
-            self.inputs = tuple(x if isinstance(x, Spec) or not hasattr(x, "_data")
-                                else Spec(x._data.shape, x.dtype) for x in self.inputs)
-            self.out = Spec(self.out.shape, None) if self.prim.saves_out else self.out
+            self.inputs = tuple(_spec(x) for x in self.inputs)
+            self.out = _spec(self.out) if self.prim.saves_out else self.out
             self.versions = ()
+
+
+def _spec(x):
+    """What is kept of a value the derivative does not read: its shape and dtype."""
+    if hasattr(x, "_data"):
+        return Spec(x._data.shape, x.dtype)
+    if isinstance(x, np.ndarray):  # a saved output
+        return Spec(x.shape, None)
+    return x  # Python scalars and Specs are small
 
 
 class AccumulateGrad(Node):

@@ -19,6 +19,8 @@ from ..tensor import Tensor
 from .naming import composite
 
 _SCALARS = (int, float, bool)
+_NO_ATTRS: dict = {}
+_WEAK = {float: 2, int: 1}  # Python number type: the lowest dtype category it fits
 
 
 def as_operand(x):
@@ -36,6 +38,13 @@ def binary(prim, a, b, *, floating: bool = False):
     """Apply a binary primitive after PyTorch's promotion (`floating`: ints become float)."""
     if type(a) is type(b) and a.dtype is b.dtype and (not floating or a.dtype.is_floating_point):
         return apply(prim, (a, b), {})
+    # A Python number of the tensor's category: NumPy keeps it weak, as PyTorch does.
+    if type(b) in _WEAK and isinstance(a, Tensor) and a.dtype.category >= _WEAK[type(b)]:
+        if a.dtype.is_floating_point or not floating:
+            return apply(prim, (a, b), _NO_ATTRS)
+    if type(a) in _WEAK and isinstance(b, Tensor) and b.dtype.category >= _WEAK[type(a)]:
+        if b.dtype.is_floating_point or not floating:
+            return apply(prim, (a, b), _NO_ATTRS)
     a, b = as_operand(a), as_operand(b)
     dtype, (a, b) = promote(a, b)
     if floating and not dtype.is_floating_point:

@@ -1,0 +1,13 @@
+"""Shared test setup.
+
+PyTorch is only a reference: tests that compare against it use
+`torch = pytest.importorskip("torch")` and skip cleanly when it is not installed. Some
+builds of the CPU wheel fail to load `libtorch_global_deps` unless they are loaded with
+RTLD_GLOBAL, which the variable below asks for (it must be set before torch is imported).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TORCH_USE_RTLD_GLOBAL", "1")
