@@ -13,6 +13,8 @@ from .elementwise import ELEMENTWISE, cast, copy, logical_not, where  # noqa: F4
 from .elementwise import (abs, add, cos, div, eq, erf, exp, ge, gt, le, log, log1p,  # noqa: F401
                           logical_and, logical_or, lt, maximum, minimum, mul, ne, neg, pow,
                           sigmoid, sign, sin, sqrt, sub, tanh)
+from .fused import DECOMPOSITIONS, FUSED, gelu, gelu_slope, layer_norm, log_softmax  # noqa: F401
+from .fused import softmax  # noqa: F401
 from .linalg import LINALG, matmul  # noqa: F401
 from .movement import MOVEMENT, concat, expand, gather, index_put, permute, reshape  # noqa: F401
 from .movement import scatter_add  # noqa: F401
@@ -21,4 +23,4 @@ from .reduce import REDUCE, amax, amin, argmax, argmin, prod, sum_, sum_to  # no
 from .shapes import ShapeError, broadcast_shapes, normalize_axes, normalize_axis  # noqa: F401
 
 PRIMITIVES: dict[str, Primitive] = {p.name: p for p in [*ELEMENTWISE, *REDUCE, *MOVEMENT,
-                                                         *LINALG]}
+                                                         *LINALG, *FUSED]}

@@ -1,5 +1,4 @@
-"""Softmax and log-softmax along a dimension, shifted by the (constant) maximum so that
-`exp` never overflows.
+"""Softmax, log-softmax and layer normalisation: fused primitives in eager mode.
 
 >>> import tracegrad as torch
 >>> torch.tensor([1.0, 1.0]).softmax(-1)
@@ -8,33 +7,48 @@ tensor([0.5000, 0.5000])
 
 from __future__ import annotations
 
-from .naming import composite
-from .reductions import amax, sum
+from ..compiler import ops
+from ..compiler.ops import normalize_axis
+from ..eager import apply
+from .pointwise import unary_input
 
 
-def _shifted(input, dim):
-    # The maximum is a constant shift: softmax does not depend on it, so no gradient flows
-    # through it (and amax's tie-splitting rule never runs).
-    return input - amax(input, dim, keepdim=True).detach()
-
-
-@composite("softmax")
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
     if dtype is not None:
         input = input.to(dtype)
-    e = _shifted(input, _dim(input, dim)).exp()
-    return e / sum(e, _dim(input, dim), keepdim=True)
+    return apply(ops.softmax, (unary_input(input),), {"axis": _axis(input, dim)})
 
 
-@composite("log_softmax")
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     if dtype is not None:
         input = input.to(dtype)
-    shifted = _shifted(input, _dim(input, dim))
-    return shifted - sum(shifted.exp(), _dim(input, dim), keepdim=True).log()
+    return apply(ops.log_softmax, (unary_input(input),), {"axis": _axis(input, dim)})
 
 
-def _dim(input, dim):
+def _axis(input, dim) -> int:
     if dim is None:  # PyTorch's legacy implicit choice
-        return 0 if input.ndim in (0, 1, 3) else 1
-    return dim
+        dim = 0 if input.ndim in (0, 1, 3) else 1
+    return normalize_axis(dim, input.ndim, "softmax")
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
+    """Normalise over the trailing `normalized_shape` dimensions, then scale and shift."""
+    normalized_shape = tuple(normalized_shape) if not isinstance(normalized_shape, int) \
+        else (normalized_shape,)
+    count = len(normalized_shape)
+    if tuple(input.shape[input.ndim - count:]) != normalized_shape:
+        raise RuntimeError(f"Given normalized_shape={list(normalized_shape)}, expected input "
+                           f"with shape [*, {', '.join(map(str, normalized_shape))}], but got "
+                           f"input of size{list(input.shape)}")
+    axes = tuple(range(input.ndim - count, input.ndim))
+    out = apply(ops.layer_norm, (unary_input(input),), {"axes": axes, "eps": float(eps)})
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    if out.grad_fn is not None and (weight is not None or bias is not None):
+        from .naming import present
+
+        present(out, "NativeLayerNormBackward0", (input, weight, bias))
+    return out
+

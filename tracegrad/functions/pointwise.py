@@ -52,10 +52,13 @@ def binary(prim, a, b, *, floating: bool = False):
     return apply(prim, (a, b), {})
 
 
-def unary(prim, x, *, floating: bool = True):
-    if floating and not x.dtype.is_floating_point:
-        x = to_dtype(x, float32)  # sin of an int tensor is a float tensor, as in PyTorch
-    return apply(prim, (x,), {})
+def unary_input(x):
+    """Integer inputs of float functions become float32 (sin of an int tensor is float)."""
+    return x if x.dtype.is_floating_point else to_dtype(x, float32)
+
+
+def unary(prim, x):
+    return apply(prim, (unary_input(x),), _NO_ATTRS)
 
 
 def add(input, other, *, alpha=1):
@@ -245,15 +248,11 @@ def relu(input):
     return where(input > 0, input, 0.0)
 
 
-@composite("gelu")
 def gelu(input, approximate: str = "none"):
-    if approximate == "tanh":
-        inner = math.sqrt(2 / math.pi) * (input + 0.044715 * input * input * input)
-        return 0.5 * input * (1 + tanh(inner))
-    if approximate != "none":
+    if approximate not in ("none", "tanh"):
         raise RuntimeError(f"approximate argument must be either none or tanh, not "
                            f"{approximate!r}")
-    return 0.5 * input * (1 + erf(input * (1 / math.sqrt(2))))
+    return apply(ops.gelu, (unary_input(input),), {"approximate": approximate})
 
 
 @composite("silu")

@@ -1,0 +1,176 @@
+"""Benchmark runner: time per step and memory of each workload, for every peer, in one run.
+
+    python -m bench                      # all workloads, all installed peers
+    python -m bench --only seed_poly     # a subset
+    python -m bench --readme             # also write the table into README.md
+
+Peers run interleaved, round after round, and each figure is the median over rounds;
+ratios are taken within this one run (the machine is shared and noisy). Every peer's
+gradients are checked against the float64 NumPy reference before it is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+from . import numpy_reference
+from .workloads import WORKLOADS, inputs
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def load_peers(names) -> dict:
+    """Module-like peers by name; a peer that is not installed is left out."""
+    peers = {}
+    if "tracegrad" in names:
+        import tracegrad
+
+        peers["tracegrad eager"] = tracegrad
+    if "torch" in names:
+        try:
+            os.environ.setdefault("TORCH_USE_RTLD_GLOBAL", "1")
+            import torch
+
+            torch.set_num_threads(2)
+            peers["PyTorch eager"] = torch
+        except Exception as exc:  # noqa: BLE001 - any failure means: not available here
+            print(f"(PyTorch not available: {exc})", file=sys.stderr)
+    return peers
+
+
+def calibrate(step, target: float = 0.02) -> int:
+    """How many steps make one timed batch of about `target` seconds."""
+    step()
+    start = time.perf_counter()
+    step()
+    once = max(time.perf_counter() - start, 1e-7)
+    return max(1, int(target / once))
+
+
+def time_batch(step, count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        step()
+    return (time.perf_counter() - start) / count
+
+
+def peak_memory(step) -> int | None:
+    """Peak bytes NumPy allocates during one step (tracemalloc sees NumPy's buffers)."""
+    gc.collect()
+    tracemalloc.start()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def gradient_error(got, want) -> float:
+    worst = 0.0
+    for g, w in zip(got, want):
+        scale = max(float(np.max(np.abs(w))), 1e-12)
+        worst = max(worst, float(np.max(np.abs(np.asarray(g, np.float64) - w))) / scale)
+    return worst
+
+
+def run_workload(name: str, peers: dict, rounds: int, data) -> dict:
+    reference = numpy_reference.REFERENCES[name]
+    expected = reference(data, np.float64)()
+    steps = {"NumPy by hand": reference(data, np.float32)}
+    errors = {}
+    for label, lib in peers.items():
+        step, grads = WORKLOADS[name](lib, data)
+        step()
+        errors[label] = gradient_error(grads(), expected)
+        steps[label] = step
+    counts = {label: calibrate(step) for label, step in steps.items()}
+    samples = {label: [] for label in steps}
+    for _ in range(rounds):
+        for label, step in steps.items():
+            samples[label].append(time_batch(step, counts[label]))
+    return {
+        "time": {label: statistics.median(s) for label, s in samples.items()},
+        "memory": {label: peak_memory(step) for label, step in steps.items()
+                   if label != "PyTorch eager"},
+        "error": errors,
+    }
+
+
+def format_time(seconds: float) -> str:
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def format_table(results: dict) -> str:
+    labels = list(next(iter(results.values()))["time"])
+    head = ["workload", *labels, "tracegrad / NumPy"]
+    if "PyTorch eager" in labels:
+        head.append("tracegrad / PyTorch")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        t = r["time"]
+        row = [name] + [format_time(t[label]) for label in labels]
+        row.append(f"{t['tracegrad eager'] / t['NumPy by hand']:.2f}×")
+        if "PyTorch eager" in t:
+            row.append(f"{t['tracegrad eager'] / t['PyTorch eager']:.2f}×")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("Peak memory allocated during one step (tracemalloc), and the largest relative "
+                 "gradient error against the float64 NumPy reference:")
+    lines.append("")
+    lines.append("| workload | NumPy by hand | tracegrad eager | gradient error (tracegrad) |")
+    lines.append("|---|---|---|---|")
+    for name, r in results.items():
+        m = r["memory"]
+        lines.append(f"| {name} | {m['NumPy by hand'] / 2**20:.1f} MiB | "
+                     f"{m['tracegrad eager'] / 2**20:.1f} MiB | "
+                     f"{r['error']['tracegrad eager']:.1e} |")
+    return "\n".join(lines)
+
+
+def write_readme(table: str) -> None:
+    with open(README) as f:
+        text = f.read()
+    block = f"<!-- bench:start -->\n{table}\n<!-- bench:end -->"
+    text = re.sub(r"<!-- bench:start -->.*<!-- bench:end -->", lambda _: block, text,
+                  flags=re.S)
+    with open(README, "w") as f:
+        f.write(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="*", choices=list(WORKLOADS), default=list(WORKLOADS))
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--peers", nargs="*", default=["tracegrad", "torch"])
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args(argv)
+    peers = load_peers(args.peers)
+    data = inputs()
+    results = {}
+    for name in args.only:
+        results[name] = run_workload(name, peers, args.rounds, data)
+        print(f"{name}: " + ", ".join(f"{k} {format_time(v)}"
+                                      for k, v in results[name]["time"].items()), flush=True)
+        bad = {k: e for k, e in results[name]["error"].items() if e > 2e-3}
+        if bad:
+            print(f"  GRADIENT MISMATCH {bad}", flush=True)
+    table = format_table(results)
+    print()
+    print(table)
+    if args.readme:
+        write_readme(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Fused primitives: composites that eager mode runs as one NumPy kernel.
+
+`gelu`, `softmax`, `log_softmax` and `layer_norm` could be written with the other
+primitives, and `decomposition` says how; but run op by op in NumPy that costs several
+passes over memory and a graph node per step. Here each is one record with a kernel that
+makes few passes (in place where it can) and a derivative written with tensor operations,
+so that higher-order gradients still work. The compiler may lower either form.
+
+>>> import numpy as np
+>>> softmax.kernel(np.zeros((1, 2), np.float32), axis=1)
+array([[0.5, 0.5]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .elementwise import erf_kernel, quiet, same_shape
+from .primitive import Primitive
+from .samples import floats
+
+GELU_C = math.sqrt(2 / math.pi)  # the tanh approximation's constants
+GELU_A = 0.044715
+INV_SQRT2 = 1 / math.sqrt(2)
+INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+
+
+# --- gelu ---
+def _gelu_kernel(x, approximate):
+    if approximate == "tanh":
+        u = x * x
+        u *= GELU_A
+        u += 1
+        u *= x
+        u *= GELU_C
+        np.tanh(u, out=u)
+        u += 1
+        u *= x
+        u *= 0.5
+        return u
+    return (0.5 * x * (1 + erf_kernel(x * x.dtype.type(INV_SQRT2)))).astype(x.dtype, copy=False)
+
+
+def _gelu_slope_kernel(x, approximate):
+    """d gelu / dx, elementwise."""
+    if approximate == "tanh":
+        x2 = x * x
+        t = x2 * GELU_A
+        t += 1
+        t *= x
+        t *= GELU_C
+        np.tanh(t, out=t)  # t = tanh(u)
+        du = x2
+        du *= 3 * GELU_A
+        du += 1
+        du *= GELU_C  # du = u'
+        slope = 1 - t * t
+        slope *= du
+        slope *= x
+        t += 1
+        slope += t
+        slope *= 0.5
+        return slope
+    cdf = 0.5 * (1 + erf_kernel(x * x.dtype.type(INV_SQRT2)))
+    return (cdf + x * INV_SQRT_2PI * np.exp(-0.5 * x * x)).astype(x.dtype, copy=False)
+
+
+def _gelu_curvature(x, approximate):
+    """d² gelu / dx², written with tensor operations (for double backward)."""
+    if approximate == "tanh":
+        u = GELU_C * (x + GELU_A * x * x * x)
+        t = u.tanh()
+        du = GELU_C * (1 + 3 * GELU_A * x * x)
+        ddu = 6 * GELU_A * GELU_C * x
+        return (1 - t * t) * (du + 0.5 * x * (ddu - 2 * t * du * du))
+    return INV_SQRT_2PI * (-0.5 * x * x).exp() * (2 - x * x)
+
+
+def gelu_decomposition(x, approximate):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + (GELU_C * (x + GELU_A * x * x * x)).tanh())
+    return 0.5 * x * (1 + (x * INV_SQRT2).erf())
+
+
+gelu_slope = Primitive(
+    "gelu_slope", "elementwise", lambda x, approximate: same_shape(x),
+    quiet(_gelu_slope_kernel),
+    (lambda g, x, out, approximate: g * _gelu_curvature(x, approximate),),
+    saves=(0,), sample=floats((3, 4), approximate="tanh"), backward_name="GeluBackwardBackward0")
+
+gelu = Primitive(
+    "gelu", "elementwise", lambda x, approximate: same_shape(x), quiet(_gelu_kernel),
+    (lambda g, x, out, approximate: g * gelu_slope(x, approximate=approximate),),
+    saves=(0,), sample=floats((3, 4), approximate="tanh"))
+
+
+# --- softmax and log_softmax ---
+def _softmax_kernel(x, axis):
+    e = x - np.max(x, axis=axis, keepdims=True)
+    np.exp(e, out=e)
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e
+
+
+def _log_softmax_kernel(x, axis):
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    shifted -= np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    return shifted
+
+
+def softmax_decomposition(x, axis):
+    e = (x - x.amax(axis, keepdim=True).detach()).exp()
+    return e / e.sum(axis, keepdim=True)
+
+
+def log_softmax_decomposition(x, axis):
+    shifted = x - x.amax(axis, keepdim=True).detach()
+    return shifted - shifted.exp().sum(axis, keepdim=True).log()
+
+
+def _softmax_backward_kernel(g, out, axis):
+    grad = g * out
+    s = np.sum(grad, axis=axis, keepdims=True)
+    grad -= out * s
+    return grad
+
+
+def _log_softmax_backward_kernel(g, out, axis):
+    return g - np.exp(out) * np.sum(g, axis=axis, keepdims=True)
+
+
+# The backward of softmax is itself a primitive (one fused kernel instead of four ops);
+# its own derivatives, for double backward, are written out here.
+softmax_backward = Primitive(
+    "softmax_backward", "reduce", lambda g, out, axis: same_shape(g), _softmax_backward_kernel,
+    (lambda gg, g, out, y, axis: softmax_backward(gg, out, axis=axis),
+     lambda gg, g, out, y, axis: (gg * (g - (g * out).sum(axis, keepdim=True))
+                                  - g * (gg * out).sum(axis, keepdim=True))),
+    saves=(0, 1), sample=floats((3, 5), (3, 5), axis=1))
+
+log_softmax_backward = Primitive(
+    "log_softmax_backward", "reduce", lambda g, out, axis: same_shape(g),
+    quiet(_log_softmax_backward_kernel),
+    (lambda gg, g, out, y, axis: gg - (gg * out.exp()).sum(axis, keepdim=True),
+     lambda gg, g, out, y, axis: -(gg * out.exp() * g.sum(axis, keepdim=True))),
+    saves=(0, 1), sample=floats((3, 5), (3, 5), axis=1))
+
+softmax = Primitive(
+    "softmax", "reduce", lambda x, axis: same_shape(x), quiet(_softmax_kernel),
+    (lambda g, x, out, axis: softmax_backward(g, out, axis=axis),),
+    saves=("out",), sample=floats((3, 5), axis=1))
+
+log_softmax = Primitive(
+    "log_softmax", "reduce", lambda x, axis: same_shape(x), quiet(_log_softmax_kernel),
+    (lambda g, x, out, axis: log_softmax_backward(g, out, axis=axis),),
+    saves=("out",), sample=floats((3, 5), axis=1))
+
+
+# --- layer norm (without the affine part, which is an ordinary multiply-add) ---
+def _layer_norm_kernel(x, axes, eps):
+    centred = x - np.mean(x, axis=axes, keepdims=True)
+    var = np.mean(np.square(centred), axis=axes, keepdims=True)
+    var += eps
+    centred *= 1 / np.sqrt(var)
+    return centred
+
+
+def _inverse_std(x, axes, eps):
+    centred = x - x.mean(axes, keepdim=True)
+    return ((centred * centred).mean(axes, keepdim=True) + eps).rsqrt()
+
+
+def _layer_norm_backward_kernel(g, x, out, axes, eps):
+    centred = x - np.mean(x, axis=axes, keepdims=True)
+    rstd = 1 / np.sqrt(np.mean(np.square(centred), axis=axes, keepdims=True) + eps)
+    grad = g - np.mean(g, axis=axes, keepdims=True)
+    grad -= out * np.mean(g * out, axis=axes, keepdims=True)
+    grad *= rstd
+    return grad
+
+
+# y = r (g - mean(g) - out mean(g out)) with r = 1 / std(x) per normalised slice. Its
+# derivatives: in g it has the same form; in out, -r (gg mean(g out) + g mean(gg out));
+# in x (through r only, out being its own input), -r² (x - mean(x)) mean(gg y).
+layer_norm_backward = Primitive(
+    "layer_norm_backward", "reduce", lambda g, x, out, axes, eps: same_shape(g),
+    quiet(_layer_norm_backward_kernel),
+    (lambda gg, g, x, out, y, axes, eps: layer_norm_backward(gg, x, out, axes=axes, eps=eps),
+     lambda gg, g, x, out, y, axes, eps: -(_inverse_std(x, axes, eps) ** 2
+                                           * (x - x.mean(axes, keepdim=True))
+                                           * (gg * y).mean(axes, keepdim=True)),
+     lambda gg, g, x, out, y, axes, eps: -(_inverse_std(x, axes, eps)
+                                           * (gg * (g * out).mean(axes, keepdim=True)
+                                              + g * (gg * out).mean(axes, keepdim=True)))),
+    saves=(0, 1, 2, "out"), sample=floats((3, 6), (3, 6), (3, 6), axes=(1,), eps=1e-5))
+
+
+def _layer_norm_rule(g, x, out, axes, eps):
+    return layer_norm_backward(g, x, out, axes=axes, eps=eps)
+
+
+def layer_norm_decomposition(x, axes, eps):
+    return (x - x.mean(axes, keepdim=True)) * _inverse_std(x, axes, eps)
+
+
+layer_norm = Primitive(
+    "layer_norm", "reduce", lambda x, axes, eps: same_shape(x), quiet(_layer_norm_kernel),
+    (_layer_norm_rule,), saves=(0, "out"), sample=floats((3, 6), axes=(1,), eps=1e-5),
+    backward_name="NativeLayerNormBackward0")
+
+FUSED = [gelu, gelu_slope, softmax, softmax_backward, log_softmax, log_softmax_backward,
+         layer_norm, layer_norm_backward]
+DECOMPOSITIONS = {"gelu": gelu_decomposition, "softmax": softmax_decomposition,
+                  "log_softmax": log_softmax_decomposition,
+                  "layer_norm": layer_norm_decomposition}
