@@ -45,3 +45,4 @@ float = float32  # noqa: A001
 double = float64
 long = int64
 int = int32  # noqa: A001
+from . import nn, optim  # noqa: E402, F401

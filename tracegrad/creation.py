@@ -11,6 +11,7 @@ the float32 results agree bit for bit.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -22,13 +23,19 @@ from .tensor import Tensor
 _DEFAULT_FOR_KIND = {"f": float32, "i": int64, "u": int64, "b": dtypes.bool_}
 
 
-def _infer_dtype(data, array: np.ndarray) -> DType:
+def _infer_dtype(data, array: np.ndarray, typed: list) -> DType:
+    """PyTorch's rule: Python numbers give default dtypes, NumPy values and tensors keep
+    theirs (also inside lists: `[np.float64(1), 2.0]` is float64), then promotion."""
     if isinstance(data, (np.ndarray, np.generic)):
         return dtypes.from_numpy(array.dtype)  # NumPy's own types are kept
+    found = [dtype for dtype, _ in typed]
+    if typed and sum(size for _, size in typed) == array.size:  # no Python numbers
+        return functools.reduce(dtypes.promote_types, found)
     try:
-        return _DEFAULT_FOR_KIND[array.dtype.kind]
+        default = _DEFAULT_FOR_KIND[array.dtype.kind]
     except KeyError:
         raise TypeError(f"Could not infer dtype of {type(data).__name__}") from None
+    return functools.reduce(dtypes.promote_types, found, default)
 
 
 def _finish(t: Tensor, requires_grad: bool) -> Tensor:
@@ -44,17 +51,22 @@ def tensor(data, dtype: DType | None = None, device=None, requires_grad: bool = 
         array = data._data.copy()
         dtype = dtype or data.dtype
     else:
-        array = np.array(_unwrap_nested(data))
-        dtype = dtype or _infer_dtype(data, array)
+        typed = []
+        array = np.array(_unwrap_nested(data, typed))
+        dtype = dtype or _infer_dtype(data, array, typed)
     return _finish(Tensor._wrap(np.array(array, dtype=dtype.numpy), dtype), requires_grad)
 
 
-def _unwrap_nested(data):
-    """Lists may hold 0-d tensors (`[t1, t2]`): NumPy needs their values."""
+def _unwrap_nested(data, typed: list):
+    """Lists may hold 0-d tensors (`[t1, t2]`): NumPy needs their values. The dtypes (and
+    sizes) of tensors and NumPy values met on the way are appended to `typed`."""
     if isinstance(data, (list, tuple)):
-        return [_unwrap_nested(x) for x in data]
+        return [_unwrap_nested(x, typed) for x in data]
     if isinstance(data, Tensor):
+        typed.append((data.dtype, data._data.size))
         return data._data
+    if isinstance(data, (np.generic, np.ndarray)):
+        typed.append((dtypes.from_numpy(data.dtype), np.size(data)))
     return data
 
 
@@ -139,7 +151,8 @@ def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
 
 
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """Values from `start` to `end` (exclusive): start + i * step, computed in float64."""
+    """Values from `start` to `end` (exclusive): start + i * step, computed as PyTorch's CPU
+    kernel does, so that float results agree bit for bit (up to 32768 values)."""
     if end is None:
         start, end = 0, start
     start, end, step = (x.item() if isinstance(x, Tensor) else x for x in (start, end, step))
@@ -150,16 +163,30 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     all_ints = all(isinstance(v, int) for v in (start, end, step))
     dtype = dtype or (int64 if all_ints else float32)
     count = math.ceil((end - start) / step)
-    values = start + np.arange(count, dtype=np.float64) * step
     if all_ints:
         values = start + np.arange(count, dtype=np.int64) * step
+    else:
+        values = _arange_values(start, step, count, dtype.numpy)
     return _finish(Tensor._wrap(values.astype(dtype.numpy), dtype), requires_grad)
+
+
+def _arange_values(start: float, step: float, count: int, numpy_dtype) -> np.ndarray:
+    """PyTorch's vectorised loop: pairs of 32-byte SIMD vectors, each from a base value
+    rounded to the output type plus lane * step, then a scalar tail; in float64 with fused
+    multiply-adds, emulated with a wider type."""
+    index = np.arange(count)
+    lanes = 32 // max(numpy_dtype.itemsize, 4)
+    lane = np.where(index < count - count % (2 * lanes), index % lanes, 0)
+    step = np.longdouble(step)
+    base = (np.longdouble(start) + (index - lane) * step).astype(numpy_dtype)
+    return (base.astype(np.longdouble) + lane * step).astype(np.float64)
 
 
 def linspace(start, end, steps: int, *, dtype=None, device=None,
              requires_grad=False) -> Tensor:
     """`steps` evenly spaced values, computed as PyTorch's CPU kernel does (in the output
-    dtype, from the start for the first half and from the end for the second)."""
+    dtype, from the start for the first half and from the end for the second; its compiler
+    fuses each multiply-add, emulated here with a wider type)."""
     dtype = dtype or float32
     if steps < 0:
         raise RuntimeError("number of steps must be non-negative")
@@ -170,9 +197,10 @@ def linspace(start, end, steps: int, *, dtype=None, device=None,
         values = np.full(steps, lo, dtype=kind)
     else:
         step = (hi - lo) / kind(steps - 1)
-        from_start = lo + step * index.astype(kind)
-        from_end = hi - step * (steps - index - 1).astype(kind)
-        values = np.where(index < steps // 2, from_start, from_end)
+        wide = np.longdouble  # one rounding per multiply-add, as PyTorch's fused ones
+        from_start = wide(lo) + wide(step) * index
+        from_end = wide(hi) - wide(step) * (steps - index - 1)
+        values = np.where(index < steps // 2, from_start, from_end).astype(kind)
     return _finish(Tensor._wrap(values.astype(dtype.numpy), dtype), requires_grad)
 
 

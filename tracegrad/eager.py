@@ -29,7 +29,11 @@ _new = object.__new__
 
 def apply(prim, inputs: tuple, attrs: dict):
     """Run `prim` on tensors (and Python scalars); returns a new Tensor."""
-    arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
+    if len(inputs) == 2:  # the common case, without building a list
+        a, b = inputs
+        arrays = (a._data if isinstance(a, Tensor) else a, b._data if isinstance(b, Tensor) else b)
+    else:
+        arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
     if profiler.state.active:
         with profiler.record_function(prim.name):
             out = _run_kernel(prim, inputs, arrays, attrs)
@@ -54,7 +58,7 @@ def apply(prim, inputs: tuple, attrs: dict):
                     edges = [None] * len(inputs)
                 edges[i] = (x.grad_fn, x._output_nr) if x.grad_fn is not None else x._edge()
         if edges is not None:
-            result.grad_fn = PrimitiveNode(prim, inputs, attrs, out, edges)
+            result.grad_fn = PrimitiveNode(prim, inputs, attrs, out, edges, result._version)
             result._requires_grad = True
     return result
 

@@ -20,7 +20,8 @@ import weakref
 
 import numpy as np
 
-from .autograd import engine, grad_mode
+from . import autograd
+from .autograd import grad_mode
 from .autograd.graph import AccumulateGrad
 from .compiler.ops.dtypes import DType
 from .printing import format_tensor
@@ -89,7 +90,8 @@ class Tensor:
                                "you want to use a computed variable in a subgraph that doesn't "
                                "require differentiation use var_no_grad = var.detach().")
         if value and not self.dtype.is_floating_point:
-            raise RuntimeError("only Tensors of floating point dtype can require gradients")
+            raise RuntimeError("Only Tensors of floating point and complex dtype can require "
+                               "gradients")
         self._requires_grad = bool(value)
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
@@ -140,9 +142,7 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate d(self)/d(leaf) into every leaf's `.grad` (see `autograd.backward`)."""
-        from .autograd import backward
-
-        backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+        autograd.backward(self, gradient, retain_graph, create_graph, inputs=inputs)
 
     def register_hook(self, hook):
         """`hook(grad)` runs when this tensor's gradient is computed; may return a new one."""
@@ -301,7 +301,8 @@ class Tensor:
     def __repr__(self, *, tensor_contents=None) -> str:
         suffixes = []
         if self.grad_fn is not None:
-            suffixes.append(f"grad_fn=<{self.grad_fn.name()}>")
+            # PyTorch shows the class name: "CopySlices" for "torch::autograd::CopySlices"
+            suffixes.append(f"grad_fn=<{self.grad_fn.name().rsplit('::', 1)[-1]}>")
         elif self._requires_grad:
             suffixes.append("requires_grad=True")
         return format_tensor(self._data, self.dtype.name, suffixes)

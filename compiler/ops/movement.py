@@ -58,12 +58,15 @@ def _index_put(x, v, index):
 
 def _concat_spec(*xs, axis):
     first = xs[0].shape
-    for x in xs[1:]:
-        if len(x.shape) != len(first) or any(
-                a != b for k, (a, b) in enumerate(zip(x.shape, first)) if k != axis):
-            raise ShapeError(f"Sizes of tensors must match except in dimension {axis}. "
-                             f"Expected size {first} but got size {x.shape} for a tensor "
-                             f"in the list.")
+    for n, x in enumerate(xs[1:], 1):
+        if len(x.shape) != len(first):
+            raise ShapeError(f"Tensors must have same number of dimensions: got {len(first)} "
+                             f"and {len(x.shape)}")
+        for k, (a, b) in enumerate(zip(first, x.shape)):
+            if k != axis and a != b:
+                raise ShapeError(f"Sizes of tensors must match except in dimension {axis}. "
+                                 f"Expected size {a} but got size {b} for tensor number {n} "
+                                 f"in the list.")
     size = sum(x.shape[axis] for x in xs)
     return Spec(first[:axis] + (size,) + first[axis + 1:], xs[0].dtype)
 

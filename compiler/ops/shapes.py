@@ -38,7 +38,7 @@ def normalize_axis(axis: int, ndim: int, op: str = "") -> int:
     lo = -max(ndim, 1)
     hi = max(ndim, 1) - 1
     if not lo <= axis <= hi:
-        where = f" in {op}" if op else ""
+        where = f"\n  in {op}" if op else ""  # PyTorch's first line, then ours
         raise IndexError(f"Dimension out of range (expected to be in range of [{lo}, {hi}], "
                          f"but got {axis}){where}")
     return axis % max(ndim, 1)

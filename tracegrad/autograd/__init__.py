@@ -91,7 +91,11 @@ def __getattr__(name):
 
         return getattr(function, name)
     if name in ("gradcheck", "gradgradcheck"):
-        from . import gradcheck as module
+        import importlib
 
+        # not `from . import gradcheck`: that asks this __getattr__ again. Importing the
+        # submodule binds its name here; the functions are rebound over it.
+        module = importlib.import_module(".gradcheck", __name__)
+        globals().update(gradcheck=module.gradcheck, gradgradcheck=module.gradgradcheck)
         return getattr(module, name)
     raise AttributeError(f"module 'tracegrad.autograd' has no attribute {name!r}")

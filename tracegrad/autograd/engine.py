@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import anomaly_mode, grad_mode
+from . import anomaly_mode, grad_mode, profiler
 from .graph import AccumulateGrad
 
 
@@ -69,8 +69,9 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, create_graph: bool,
     finally:
         grad_mode.state.enabled = saved_mode
     if inputs and not allow_unused and any(g is None for g in captured):
-        raise RuntimeError("One of the differentiated Tensors appears to not have been used in "
-                           "the graph. Set allow_unused=True if this is the desired behavior.")
+        raise RuntimeError(f"The differentiated Tensor at index {captured.index(None)} appears "
+                           f"to not have been used in the graph. Set allow_unused=True if this "
+                           f"is the desired behavior.")
     return captured
 
 
@@ -159,7 +160,11 @@ def _run_pre_hooks(node, grads: list) -> list:
 
 
 def _apply(node, grads: list):
-    in_grads = node.apply(grads)
+    if profiler.state.active:  # backward nodes are ranges too, named like grad_fn
+        with profiler.record_function(node.name()):
+            in_grads = node.apply(grads)
+    else:
+        in_grads = node.apply(grads)
     if node.hooks:
         for hook in node.hooks:
             result = hook(tuple(in_grads), tuple(grads))

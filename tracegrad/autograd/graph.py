@@ -14,6 +14,8 @@ inputs (`apply`). Three kinds exist: `PrimitiveNode` for an op of the op set,
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..compiler.ops import Spec, sum_to
@@ -106,7 +108,7 @@ class PrimitiveNode(Node):
 
     __slots__ = ("prim", "attrs", "inputs", "shapes", "out", "versions", "freed")
 
-    def __init__(self, prim, inputs: tuple, attrs: dict, out, edges):
+    def __init__(self, prim, inputs: tuple, attrs: dict, out, edges, out_version=None):
         self.edges = edges  # Node.__init__, inlined: one node per recorded op
         self.seq = _sequence[0]
         _sequence[0] += 1
@@ -123,9 +125,11 @@ class PrimitiveNode(Node):
             if i in saved:
                 kept.append(x)
                 if data is not None:
-                    versions.append((x, x._version[0], x.grad_fn))
+                    versions.append((x._version, x._version[0], x))
             else:  # inputs the rules do not read are kept as shape and dtype only
                 kept.append(x if data is None else Spec(data.shape, x.dtype))
+        if prim.saves_out and out_version is not None:  # the output's memory is saved too
+            versions.append((out_version, out_version[0], None))
         self.shapes, self.inputs, self.versions = shapes, kept, versions
         self.out = out if prim.saves_out else Spec(out.shape, None)
 
@@ -135,9 +139,9 @@ class PrimitiveNode(Node):
     def apply(self, grad_outputs: list) -> tuple:
         if self.freed:
             raise RuntimeError(SAVED_TWICE)
-        for tensor, version, producer in self.versions:
-            if tensor._version[0] != version:
-                raise RuntimeError(modified_message(tensor, version, producer))
+        for counter, version, tensor in self.versions:
+            if counter[0] != version:
+                raise RuntimeError(self._modified(counter[0], version, tensor))
         g = grad_outputs[0]
         prim, inputs, attrs = self.prim, self.inputs, self.attrs
         out = type(g)._from_node(self.out, self) if prim.saves_out else self.out
@@ -155,21 +159,17 @@ class PrimitiveNode(Node):
             results.append(grad)
         return results
 
+    def _modified(self, now: int, version: int, tensor) -> str:
+        if tensor is None:  # the saved output: PyTorch names the node that made it
+            return modified_message(self.out.dtype.name, self.out.shape, now, version, self)
+        return modified_message(tensor.dtype.name, tensor._data.shape, now, version,
+                                tensor.grad_fn)
+
     def release(self) -> None:
         if self.versions or self.prim.saves_out:
-            self.freed = True
-            self.inputs = tuple(_spec(x) for x in self.inputs)
-            self.out = _spec(self.out) if self.prim.saves_out else self.out
+            self.freed = True  # apply() refuses from now on, so nothing saved is needed
+            self.inputs = self.out = None
             self.versions = ()
-
-
-def _spec(x):
-    """What is kept of a value the derivative does not read: its shape and dtype."""
-    if hasattr(x, "_data"):
-        return Spec(x._data.shape, x.dtype)
-    if isinstance(x, np.ndarray):  # a saved output
-        return Spec(x.shape, None)
-    return x  # Python scalars and Specs are small
 
 
 class AccumulateGrad(Node):
@@ -188,12 +188,15 @@ class AccumulateGrad(Node):
         return ()
 
 
-def modified_message(tensor, version: int, producer) -> str:
+def modified_message(dtype: str, shape: tuple, now: int, version: int, producer) -> str:
+    """PyTorch's message for a saved tensor changed in place (`producer` made it, if any)."""
     kind = {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTensor",
-            "int32": "IntTensor", "bool": "BoolTensor"}[tensor.dtype.name]
-    made_by = f", which is output 0 of {producer.name()}," if producer is not None else ""
+            "int32": "IntTensor", "bool": "BoolTensor"}[dtype]
+    # PyTorch names the operation, not its backward: "Exp" for ExpBackward0
+    op = re.sub(r"Backward\d*$", "", producer.name()) if producer is not None else ""
+    made_by = f", which is output 0 of {op}," if producer is not None else ""
     return (f"one of the variables needed for gradient computation has been modified by an "
-            f"inplace operation: [tracegrad.{kind} {list(tensor._data.shape)}]{made_by} is at "
-            f"version {tensor._version[0]}; expected version {version} instead. Hint: enable "
-            f"anomaly detection to find the operation that failed to compute its gradient, "
-            f"with tracegrad.autograd.set_detect_anomaly(True).")
+            f"inplace operation: [tracegrad.{kind} {list(shape)}]{made_by} is at version "
+            f"{now}; expected version {version} instead. Hint: enable anomaly detection to "
+            f"find the operation that failed to compute its gradient, with "
+            f"tracegrad.autograd.set_detect_anomaly(True, check_nan=False).")

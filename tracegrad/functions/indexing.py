@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autograd import grad_mode
 from ..compiler import ops
 from ..eager import apply
 from ..tensor import Tensor
-from .inplace import commit_inplace
+from .inplace import COPY_SLICES, VIEW_OF_LEAF_IN_PLACE, commit_inplace
 from .shaping import mark_view
 
 
@@ -95,8 +96,12 @@ def setitem(input, index, value) -> None:
         value = input.dtype.numpy.type(value) if np.ndim(value) == 0 else \
             Tensor._wrap(np.asarray(value, dtype=input.dtype.numpy), input.dtype)
     raw = value._data if isinstance(value, Tensor) else value
+    if _is_basic(index) and input._requires_grad and input.grad_fn is None and \
+            grad_mode.state.enabled:
+        raise RuntimeError(VIEW_OF_LEAF_IN_PLACE)  # `x[0] = v` writes through a view of x
     commit_inplace(input, lambda old: apply(ops.index_put, (old, value), {"index": index}),
-                   name="CopySlices", others=(value,),
+                   name=COPY_SLICES if _is_basic(index) else "IndexPutBackward0",
+                   others=(value,),
                    fast=lambda data: data.__setitem__(index, raw))
 
 

@@ -24,6 +24,7 @@ from ..tensor import Tensor
 _grad = grad_mode.state
 
 LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
+COPY_SLICES = "torch::autograd::CopySlices"  # PyTorch's name(); reprs show "CopySlices"
 VIEW_OF_LEAF_IN_PLACE = ("a view of a leaf Variable that requires grad is being used in an "
                          "in-place operation.")
 
@@ -90,7 +91,7 @@ def _rebase(view: Tensor) -> None:
     """After `view` changed in place, make its base's history include the change."""
     base, index = view._base
     new_base = apply(ops.index_put, (_snapshot(base), view), {"index": index})
-    new_base.grad_fn.display_name = "CopySlices"
+    new_base.grad_fn.display_name = COPY_SLICES
     _adopt(base, new_base.grad_fn)
     if base._base is not None:
         _rebase(base)
@@ -155,14 +156,19 @@ def function_inplace(fn, name=None):
 
 
 def zero_(self):
-    return fill_(self, 0)
+    return _fill(self, 0, "ZeroBackward0")
 
 
 def fill_(self, value):
+    # PyTorch's node names tell a Python number (2) from a 0-d tensor (3) value
+    return _fill(self, _raw(value), "FillBackward3" if isinstance(value, Tensor) else
+                 "FillBackward2")
+
+
+def _fill(self, value, name: str):
     from .pointwise import mul
 
-    value = _raw(value)
-    return commit_inplace(self, lambda old: mul(old, 0) + value, name="FillBackward0",
+    return commit_inplace(self, lambda old: mul(old, 0) + value, name=name,
                           fast=lambda data: data.fill(value))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..compiler import ops
 from ..eager import apply, promote
+from .naming import present
 
 
 def matmul(input, other):
@@ -24,20 +25,24 @@ def matmul(input, other):
     if other.ndim == 1:
         out = out.squeeze(-1)
     if input.ndim == 1:
-        out = out.squeeze(-2)
+        out = out.squeeze(-2 if other.ndim > 1 else -1)
     if out.grad_fn is not None:
-        out.grad_fn.display_name = _backward_name(input, other)
+        name = _backward_name(input, other)
+        if name in ("DotBackward0", "MvBackward0"):  # one node from both inputs, as PyTorch's
+            present(out, name, (input, other))
+        else:
+            out.grad_fn.display_name = name
     return out
 
 
 def _backward_name(a, b) -> str:
-    if a.ndim == 2 and b.ndim == 2:
-        return "MmBackward0"
-    if a.ndim == 1 and b.ndim == 1:
-        return "DotBackward0"
-    if b.ndim == 1 and a.ndim == 2:
-        return "MvBackward0"
-    return "UnsafeViewBackward0" if a.ndim > 2 and b.ndim <= 2 else "BmmBackward0"
+    """The name of PyTorch's last node for this case of `matmul` (its dispatch shows)."""
+    if a.ndim <= 2 and b.ndim <= 2:
+        return {(1, 1): "DotBackward0", (2, 1): "MvBackward0", (1, 2): "SqueezeBackward4",
+                (2, 2): "MmBackward0"}[(a.ndim, b.ndim)]
+    if a.ndim == 2 and a.requires_grad:
+        return "CloneBackward0"  # folded into a transposed mm, then made contiguous
+    return "UnsafeViewBackward0"
 
 
 def mm(input, mat2):
@@ -54,7 +59,10 @@ def bmm(input, mat2):
         raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
                            f"[{input.shape[0]}, {input.shape[2]}] but got: "
                            f"[{mat2.shape[0]}, {mat2.shape[1]}].")
-    return matmul(input, mat2)
+    out = matmul(input, mat2)
+    if out.grad_fn is not None:
+        out.grad_fn.display_name = "BmmBackward0"
+    return out
 
 
 def dot(input, other):

@@ -73,7 +73,10 @@ def sub(input, other, *, alpha=1):
     if getattr(input, "dtype", None) is ops.bool_ and getattr(other, "dtype", None) is ops.bool_:
         raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not "
                            "supported. Use the `^` or `logical_xor()` operator instead.")
-    return binary(ops.sub, input, other)
+    result = binary(ops.sub, input, other)
+    if not isinstance(input, Tensor) and result.grad_fn is not None:
+        result.grad_fn.display_name = "RsubBackward1"  # `2 - x` is PyTorch's rsub
+    return result
 
 
 def mul(input, other):
@@ -81,6 +84,8 @@ def mul(input, other):
 
 
 def div(input, other, *, rounding_mode=None):
+    if rounding_mode is None and not isinstance(input, Tensor):
+        return mul(reciprocal(other), input)  # `2 / x`, computed as PyTorch does
     quotient = binary(ops.div, input, other, floating=True)
     if rounding_mode is None:
         return quotient
@@ -103,13 +108,14 @@ def rdiv(input, other):
 
 
 def pow(input, exponent):
-    if not isinstance(input, Tensor):  # 2 ** x: the base becomes a 0-d tensor
+    scalar_base = not isinstance(input, Tensor)
+    if scalar_base:  # 2 ** x: the base becomes a 0-d tensor
         from ..creation import tensor
 
         input = tensor(input, dtype=exponent.dtype if exponent.dtype.is_floating_point else None)
     result = binary(ops.pow, input, exponent)
     if isinstance(exponent, Tensor) and result.grad_fn is not None:
-        result.grad_fn.display_name = "PowBackward1"
+        result.grad_fn.display_name = "PowBackward2" if scalar_base else "PowBackward1"
     return result
 
 
@@ -194,7 +200,7 @@ def exp2(input):
 
 @composite("reciprocal")
 def reciprocal(input):
-    return 1 / input
+    return binary(ops.div, 1.0, input, floating=True)  # not `1 / input`: that calls us
 
 
 @composite("square", backward_name="PowBackward0")
@@ -227,7 +233,7 @@ def where(condition, input=None, other=None):
     return apply(ops.where, (condition, input, other), {})
 
 
-@composite("clamp")
+@composite("clamp", backward_name="ClampBackward1")
 def clamp(input, min=None, max=None):
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")

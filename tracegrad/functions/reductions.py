@@ -10,6 +10,7 @@ tensor([2., 3.])
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections import namedtuple
 
@@ -17,7 +18,7 @@ from ..compiler import ops
 from ..compiler.ops import normalize_axes, normalize_axis
 from ..eager import apply, to_dtype
 from ..tensor import Tensor
-from .naming import composite
+from .naming import composite, present
 from .pointwise import maximum, minimum, sqrt, where
 
 _INTEGRAL_TO_INT64 = (ops.bool_, ops.int32)
@@ -67,21 +68,22 @@ def _correction(unbiased, correction) -> float:
     return 1 if unbiased is None or unbiased else 0
 
 
-@composite("var", lambda input, dim=None, *a, **k: _one_of("Var", dim is not None))
+@composite("var")  # VarBackward0 with or without dim, as in PyTorch
 def var(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
     axes = _axes(input, dim, "var")
     count = math.prod(input.shape[a] for a in axes)
     centred = input - mean(input, axes, keepdim=True)
-    return sum(centred * centred, axes, keepdim) / max(count - _correction(unbiased, correction),
-                                                       0)
+    # builtins: this module's max is the tensor reduction
+    dof = builtins.max(count - _correction(unbiased, correction), 0)
+    return sum(centred * centred, axes, keepdim) / dof
 
 
-@composite("std", lambda input, dim=None, *a, **k: _one_of("Std", dim is not None))
+@composite("std")  # StdBackward0 with or without dim, as in PyTorch
 def std(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
     return sqrt(var(input, dim, unbiased, keepdim, correction=correction))
 
 
-@composite("norm", lambda input, p="fro", dim=None, *a, **k: _one_of("Norm", dim is not None))
+@composite("norm", backward_name="LinalgVectorNormBackward0")  # PyTorch's name for every p
 def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None):
     if dtype is not None:
         input = input.to(dtype)
@@ -160,10 +162,10 @@ def _extreme(input, dim, keepdim, whole, arg, pairwise, word):
         return out
     indices = arg(input, dim, keepdim=True)
     values = input.gather(dim, indices)  # the gradient goes to the chosen index only
-    if values.grad_fn is not None:
-        values.grad_fn.display_name = f"{word}Backward0"
     if not keepdim:
         values, indices = values.squeeze(dim), indices.squeeze(dim)
+    if values.grad_fn is not None:
+        present(values, f"{word}Backward0", (input,))
     return values_indices(values, indices)
 
 

@@ -51,7 +51,10 @@ def reshape(input, *shape):
     shape = _infer_shape(_sizes(shape), input._data.size)
     if shape == input._data.shape:
         return _alias(input)
-    return mark_view(apply(ops.reshape, (input,), {"shape": shape}), input)
+    out = apply(ops.reshape, (input,), {"shape": shape})
+    if out.grad_fn is not None and not np.may_share_memory(out._data, input._data):
+        out.grad_fn.display_name = "UnsafeViewBackward0"  # a copy: PyTorch's clone + view
+    return mark_view(out, input)
 
 
 def view(input, *shape):
@@ -223,7 +226,13 @@ def split(tensor, split_size_or_sections, dim: int = 0):
                                f"(input tensor's size at dimension {dim}), but got "
                                f"split_sizes={sections}")
     starts = np.cumsum([0] + sections[:-1])
-    return tuple(narrow(tensor, dim, int(s), n) for s, n in zip(starts, sections))
+    pieces = tuple(narrow(tensor, dim, int(s), n) for s, n in zip(starts, sections))
+    name = "SplitBackward0" if isinstance(split_size_or_sections, int) else \
+        "SplitWithSizesBackward0"
+    for piece in pieces:
+        if piece.grad_fn is not None:
+            piece.grad_fn.display_name = name
+    return pieces
 
 
 def chunk(input, chunks: int, dim: int = 0):

@@ -1,0 +1,105 @@
+"""Adam and AdamW (PyTorch's `torch.optim.Adam` / `AdamW`, same arithmetic, same order).
+
+State per parameter: `step` (a 0-d float32 tensor), `exp_avg`, `exp_avg_sq`, and with
+`amsgrad` also `max_exp_avg_sq`.
+
+>>> import tracegrad as torch
+>>> w = torch.nn.Parameter(torch.tensor([1.0]))
+>>> opt = torch.optim.Adam([w], lr=0.1)
+>>> (w * w).sum().backward(); opt.step()
+>>> w, sorted(opt.state[w])
+(Parameter containing:
+tensor([0.9000], requires_grad=True), ['exp_avg', 'exp_avg_sq', 'step'])
+"""
+
+from __future__ import annotations
+
+from ..creation import tensor, zeros_like
+from ..tensor import Tensor
+from .optimizer import ARRAY_MATH, TENSOR_MATH, Optimizer, as_float, bump_versions, on_arrays
+
+
+def adam_rule(math, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step: float, *, lr,
+              beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+    """One step for one parameter, in place (`step` counts this one: 1 on the first).
+
+    The arrays or tensors are updated in place; `math` matches their kind.
+    """
+    if maximize:
+        grad = -grad
+    if weight_decay != 0:
+        if decoupled_weight_decay:  # AdamW
+            param *= 1 - lr * weight_decay
+        else:
+            grad = grad + weight_decay * param
+    exp_avg += (1 - beta1) * (grad - exp_avg)  # PyTorch's lerp_ towards grad
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    step_size = lr / (1 - beta1**step)
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    if amsgrad:
+        max_exp_avg_sq[...] = math.maximum(max_exp_avg_sq, exp_avg_sq)
+        exp_avg_sq = max_exp_avg_sq
+    denom = math.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
+    param += -step_size * exp_avg / denom
+
+
+class Adam(Optimizer):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, amsgrad: bool = False, *, foreach=None,
+                 maximize: bool = False, capturable: bool = False, differentiable: bool = False,
+                 fused=None, decoupled_weight_decay: bool = False):
+        if not 0.0 <= as_float(lr):
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        for i in (0, 1):
+            if not 0.0 <= betas[i] < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = {"lr": lr, "betas": tuple(as_float(b) for b in betas), "eps": eps,
+                    "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
+                    "foreach": foreach, "capturable": capturable,
+                    "differentiable": differentiable, "fused": fused,
+                    "decoupled_weight_decay": decoupled_weight_decay}
+        super().__init__(params, defaults)
+
+    def _update(self, p: Tensor, group: dict) -> None:
+        state = self.state[p]
+        amsgrad = group["amsgrad"]
+        if not state:
+            state["step"] = tensor(0.0)
+            state["exp_avg"] = zeros_like(p)
+            state["exp_avg_sq"] = zeros_like(p)
+            if amsgrad:
+                state["max_exp_avg_sq"] = zeros_like(p)
+        step_t, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        max_sq = state.get("max_exp_avg_sq") if amsgrad else None
+        beta1, beta2 = group["betas"]
+        hyper = {"lr": as_float(group["lr"]), "beta1": beta1, "beta2": beta2,
+                 "eps": group["eps"], "weight_decay": group["weight_decay"], "amsgrad": amsgrad,
+                 "maximize": group["maximize"],
+                 "decoupled_weight_decay": group["decoupled_weight_decay"]}
+        tensors = (p, p._grad, exp_avg, exp_avg_sq, max_sq)
+        if on_arrays(step_t, *tensors):
+            step_t._data += 1
+            bump_versions(step_t, p, exp_avg, exp_avg_sq, max_sq)
+            adam_rule(ARRAY_MATH, *(None if t is None else t._data for t in tensors),
+                      float(step_t._data), **hyper)
+        else:
+            step_t += 1
+            adam_rule(TENSOR_MATH, *tensors, step_t.item(), **hyper)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: `param *= 1 - lr * weight_decay` before the step."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach=None, capturable: bool = False, differentiable: bool = False,
+                 fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
+                         maximize=maximize, capturable=capturable,
+                         differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)
