@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(PY) examples/autograd_tour.py
+	$(PY) examples/train_mlp.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -125,7 +125,7 @@ def test_gradcheck_names_the_input_and_output():
 
         @staticmethod
         def backward(ctx, ga, gab):
-            a, b = ctx.saved_tensors
+            _, b = ctx.saved_tensors
             return ga * 2 + gab * b, gab  # the gradient for b should be gab * a
 
     a, b = f64(2, seed=5), f64(2, seed=6)
@@ -175,7 +175,7 @@ def test_saved_tensors_are_freed_after_backward():
     y.sum().backward()
     with pytest.raises(RuntimeError, match="Trying to backward through the graph a second "
                                            "time"):
-        y.grad_fn.saved_tensors
+        _ = y.grad_fn.saved_tensors
     with pytest.raises(RuntimeError, match="Trying to backward through the graph a second"):
         y.sum().backward()
     z = Cube.apply(x)
@@ -370,9 +370,9 @@ def test_without_anomaly_mode_nan_passes_silently():
 
 
 def test_anomaly_mode_warns_when_enabled():
-    with pytest.warns(UserWarning, match="Anomaly Detection has been enabled"):
-        with tracegrad.autograd.detect_anomaly():
-            pass
+    with pytest.warns(UserWarning, match="Anomaly Detection has been enabled"), \
+            tracegrad.autograd.detect_anomaly():
+        pass
     assert not tracegrad.autograd.anomaly_mode.is_anomaly_enabled()
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import tracegrad
-import tracegrad.nn as nn
 import tracegrad.nn.functional as F
+from tracegrad import nn
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -175,8 +175,8 @@ def test_cross_entropy_with_class_indices_matches_torch(torch, shape, target, re
     weight = np.linspace(0.5, 2.0, classes).astype(np.float32) if weighted else None
     for ignore_index in (-100, 2):
         x, tx = pair(torch, *shape, seed=3)
-        kw = dict(reduction=reduction, label_smoothing=label_smoothing,
-                  ignore_index=ignore_index)
+        kw = {"reduction": reduction, "label_smoothing": label_smoothing,
+              "ignore_index": ignore_index}
         out = nn.CrossEntropyLoss(None if weight is None else tracegrad.tensor(weight), **kw)(
             x, tracegrad.tensor(target))
         tout = torch.nn.CrossEntropyLoss(None if weight is None else torch.tensor(weight), **kw)(
@@ -301,7 +301,7 @@ def test_registration_rules():
     del block.seq
     assert "seq" not in dict(block.named_children())
     with pytest.raises(AttributeError, match="has no attribute 'missing'"):
-        block.missing
+        _ = block.missing
     with pytest.raises(KeyError, match="contain"):
         block.register_buffer("x.y", tracegrad.zeros(1))
 

@@ -20,6 +20,7 @@ from .compiler.ops.dtypes import from_numpy as dtype_of_numpy
 from .compiler.ops.dtypes import ALL_DTYPES, result_type
 from .errors import op_error
 from .tensor import Tensor
+from .trace_state import state as _trace
 
 _grad = grad_mode.state
 _ndarray = np.ndarray
@@ -60,6 +61,8 @@ def apply(prim, inputs: tuple, attrs: dict):
         if edges is not None:
             result.grad_fn = PrimitiveNode(prim, inputs, attrs, out, edges, result._version)
             result._requires_grad = True
+    if _trace.tracer is not None:
+        _trace.tracer.record(prim, inputs, attrs, result)
     return result
 
 

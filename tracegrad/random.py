@@ -16,6 +16,7 @@ import numpy as np
 from .compiler.ops.dtypes import float32, int64
 from .creation import _finish, _shape
 from .tensor import Tensor
+from .trace_state import state as _trace
 
 
 class Generator:
@@ -67,33 +68,42 @@ def _float_dtype(dtype):
     return dtype
 
 
+def random_tensor(draw, dtype, requires_grad: bool = False) -> Tensor:
+    """A tensor of `draw()` (NumPy values from the generator). Inside a traced function it
+    is redrawn on every call, not baked in."""
+    t = _finish(Tensor._wrap(draw(), dtype), requires_grad)
+    if _trace.tracer is not None:
+        _trace.tracer.note_random(t, draw)
+    return t
+
+
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform on [0, 1)."""
-    dtype = _float_dtype(dtype)
-    data = _rng(generator).random(_shape(size), dtype=dtype.numpy.type)
-    return _finish(Tensor._wrap(data, dtype), requires_grad)
+    dtype, shape, rng = _float_dtype(dtype), _shape(size), _rng(generator)
+    return random_tensor(lambda: rng.random(shape, dtype=dtype.numpy.type), dtype,
+                         requires_grad)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal."""
-    dtype = _float_dtype(dtype)
-    data = _rng(generator).standard_normal(_shape(size), dtype=dtype.numpy.type)
-    return _finish(Tensor._wrap(data, dtype), requires_grad)
+    dtype, shape, rng = _float_dtype(dtype), _shape(size), _rng(generator)
+    return random_tensor(lambda: rng.standard_normal(shape, dtype=dtype.numpy.type), dtype,
+                         requires_grad)
 
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
             requires_grad=False) -> Tensor:
-    """Integers uniform on [low, high)."""
-    if high is None:
-        low, high = 0, low
-    dtype = dtype or int64
-    data = _rng(generator).integers(low, high, size=_shape((size,)), dtype=np.int64)
-    return _finish(Tensor._wrap(data.astype(dtype.numpy), dtype), requires_grad)
+    """Integers uniform on [low, high); `randint(high, size)` means low = 0."""
+    if size is None:
+        low, high, size = 0, low, high
+    dtype, shape, rng = dtype or int64, _shape((size,)), _rng(generator)
+    return random_tensor(lambda: rng.integers(low, high, size=shape).astype(dtype.numpy),
+                         dtype, requires_grad)
 
 
 def randperm(n: int, *, generator=None, dtype=None, device=None) -> Tensor:
-    dtype = dtype or int64
-    return Tensor._wrap(_rng(generator).permutation(n).astype(dtype.numpy), dtype)
+    dtype, rng = dtype or int64, _rng(generator)
+    return random_tensor(lambda: rng.permutation(n).astype(dtype.numpy), dtype)
 
 
 def rand_like(input, dtype=None, requires_grad=False) -> Tensor:
@@ -130,3 +140,8 @@ def fill_normal_(tensor: Tensor, mean: float, std: float, generator=None) -> Ten
 def bernoulli_mask(shape, keep: float, dtype, generator=None) -> np.ndarray:
     """A 0/1 array with each element 1 with probability `keep` (for dropout)."""
     return (_rng(generator).random(shape, dtype=np.float32) < keep).astype(dtype.numpy)
+
+
+def bernoulli(shape, keep: float, dtype, generator=None) -> Tensor:
+    """A 0/1 tensor with each element 1 with probability `keep` (redrawn when traced)."""
+    return random_tensor(lambda: bernoulli_mask(shape, keep, dtype, generator), dtype)

@@ -25,6 +25,7 @@ from .autograd import grad_mode
 from .autograd.graph import AccumulateGrad
 from .compiler.ops.dtypes import DType
 from .printing import format_tensor
+from .trace_state import state as _trace
 
 _grad = grad_mode.state
 
@@ -64,6 +65,8 @@ class Tensor:
         t._requires_grad = requires_grad
         t.grad_fn = None
         t._version = [0]
+        if _trace.tracer is not None:  # made inside a traced function: a constant there
+            _trace.tracer.note_made(t)
         return t
 
     @classmethod
@@ -250,21 +253,30 @@ class Tensor:
         if self._requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
                                "tensor.detach().numpy() instead.")
+        if _trace.tracer is not None:
+            _trace.tracer.break_graph("Tensor.numpy() (a NumPy detour)")
         return self._data
 
     def __array__(self, dtype=None, copy=None):
         if self._requires_grad:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
                                "tensor.detach().numpy() instead.")
+        if _trace.tracer is not None:
+            _trace.tracer.break_graph("conversion to a NumPy array")
         return self._data if dtype is None else self._data.astype(dtype, copy=False)
 
     def item(self):
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted "
                                f"to Scalar")
-        return self._data.reshape(()).item()
+        value = self._data.reshape(()).item()
+        if _trace.tracer is not None:  # Python now depends on the value: guard it
+            _trace.tracer.guard(self, value, "item")
+        return value
 
     def tolist(self):
+        if _trace.tracer is not None:
+            _trace.tracer.break_graph("Tensor.tolist()")
         return self._data.tolist()
 
     def __float__(self) -> float:
@@ -283,7 +295,10 @@ class Tensor:
         if self._data.size != 1:
             raise RuntimeError(f"Boolean value of Tensor with more than one value is "
                                f"ambiguous")
-        return bool(self._data.reshape(()).item())
+        value = bool(self._data.reshape(()).item())
+        if _trace.tracer is not None:  # a branch now depends on the value: guard it
+            _trace.tracer.guard(self, value, "bool")
+        return value
 
     def __format__(self, spec: str) -> str:
         if self._data.ndim == 0:

@@ -17,7 +17,7 @@ from .fused import DECOMPOSITIONS, FUSED, gelu, gelu_slope, layer_norm, log_soft
 from .fused import softmax  # noqa: F401
 from .linalg import LINALG, matmul  # noqa: F401
 from .movement import MOVEMENT, concat, expand, gather, index_put, permute, reshape  # noqa: F401
-from .movement import scatter_add  # noqa: F401
+from .movement import scatter_add, take, take_along, untake, untake_along  # noqa: F401
 from .primitive import Primitive, Spec  # noqa: F401
 from .reduce import REDUCE, amax, amin, argmax, argmin, prod, sum_, sum_to  # noqa: F401
 from .shapes import ShapeError, broadcast_shapes, normalize_axes, normalize_axis  # noqa: F401

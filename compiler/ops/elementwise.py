@@ -99,8 +99,10 @@ def pow_rule_base(g, x, y, out):
 
 
 def pow_rule_exponent(g, x, y, out):
-    # d(x**y)/dy = x**y log(x), taken as 0 where x == 0 and y >= 0 (PyTorch's choice).
-    return (g * out * x.log()).where(~((x == 0) & (y >= 0)), 0.0)
+    # d(x**y)/dy = x**y log(x), taken as 0 where x == 0 and y >= 0 (PyTorch's choice);
+    # log(1) stands in at x == 0, so that 0 * log(0) makes no NaN (and no warning) on the way.
+    zero = x == 0
+    return (g * out * x.where(~zero, 1.0).log()).where(~(zero & (y >= 0)), 0.0)
 
 
 TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)

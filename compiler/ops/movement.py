@@ -131,4 +131,59 @@ concat = Primitive(
     (_concat_rule,), (), floats((2, 3), (4, 3), axis=0), backward_name="CatBackward0",
     variadic=True)
 
-MOVEMENT = [reshape, expand, permute, gather, scatter_add, index_put, concat]
+
+
+# --- indexing by a tensor of indices along one axis (the index is an input, not an
+# attribute, so a compiled graph reads new indices on every call) ---
+def _take_spec(x, idx, axis):
+    return Spec(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)
+
+
+def _untake(g, idx, axis, shape):
+    out = np.zeros(shape, dtype=g.dtype)
+    index = (slice(None),) * axis + (idx,)
+    np.add.at(out, index, g)  # repeated indices add up
+    return out
+
+
+def _along_grids(idx, axis):
+    """Index arrays selecting `idx` along `axis` and every position elsewhere."""
+    grids = list(np.ix_(*[np.arange(n) for n in idx.shape]))
+    grids[axis] = idx
+    return tuple(grids)
+
+
+def _unalong(g, idx, axis, shape):
+    out = np.zeros(shape, dtype=g.dtype)
+    np.add.at(out, _along_grids(idx, axis), g)
+    return out
+
+
+take = Primitive(
+    "take", "index", _take_spec, lambda x, idx, axis: np.take(x, idx, axis=axis),
+    (lambda g, x, idx, out, axis: untake(g, idx, axis=axis, shape=x.shape), None), (1,),
+    lambda rng: ([rng.standard_normal((5, 3)), rng.integers(0, 5, (2, 4))], {"axis": 0}),
+    backward_name="IndexSelectBackward0")
+
+untake = Primitive(
+    "untake", "index", lambda g, idx, axis, shape: Spec(tuple(shape), g.dtype), _untake,
+    (lambda gg, g, idx, out, axis, shape: take(gg, idx, axis=axis), None), (1,),
+    lambda rng: ([rng.standard_normal((2, 4, 3)), rng.integers(0, 5, (2, 4))],
+                 {"axis": 0, "shape": (5, 3)}))
+
+take_along = Primitive(
+    "take_along", "index", lambda x, idx, axis: Spec(idx.shape, x.dtype),
+    lambda x, idx, axis: np.take_along_axis(x, idx, axis=axis),
+    (lambda g, x, idx, out, axis: untake_along(g, idx, axis=axis, shape=x.shape), None), (1,),
+    lambda rng: ([rng.standard_normal((4, 5)), rng.integers(0, 5, (4, 2))], {"axis": 1}),
+    backward_name="GatherBackward0")
+
+untake_along = Primitive(
+    "untake_along", "index", lambda g, idx, axis, shape: Spec(tuple(shape), g.dtype),
+    _unalong,
+    (lambda gg, g, idx, out, axis, shape: take_along(gg, idx, axis=axis), None), (1,),
+    lambda rng: ([rng.standard_normal((4, 2)), rng.integers(0, 5, (4, 2))],
+                 {"axis": 1, "shape": (4, 5)}))
+
+MOVEMENT = [reshape, expand, permute, gather, scatter_add, index_put, concat, take, untake,
+            take_along, untake_along]

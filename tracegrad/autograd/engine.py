@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import anomaly_mode, grad_mode, profiler
+from ..trace_state import state as _trace
 from .graph import AccumulateGrad
 
 
@@ -23,6 +24,8 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, create_graph: bool,
                  inputs=None, accumulate: bool = True, allow_unused: bool = False):
     """Backpropagate from `outputs`; accumulate into leaves or return grads of `inputs`."""
     roots = [_edge_of(t, f"element {i} of tensors") for i, t in enumerate(outputs)]
+    if _trace.tracer is not None:
+        _trace.tracer.saw_backward = True
     targets = {}
     for k, t in enumerate(inputs or ()):
         edge = _edge_of(t, "One of the differentiated Tensors", input_side=True)
@@ -131,7 +134,7 @@ def _add_grad(pending: dict, node, nr: int, g) -> None:
         slots.extend([None] * (nr + 1 - len(slots)))
     if slots[nr] is None:
         slots[nr] = g
-    elif grad_mode.state.enabled:  # create_graph: the sum is part of the new graph
+    elif grad_mode.state.enabled or _trace.tracer is not None:  # a recorded sum
         slots[nr] = slots[nr] + g
     else:
         total = slots[nr]._data + g._data
@@ -188,6 +191,8 @@ def _accumulate(leaf, g, create_graph: bool, owned: set) -> None:
         leaf._grad = g if create_graph else _owned_copy(g, owned)
     elif create_graph or leaf._grad._requires_grad:
         leaf._grad = leaf._grad + g
+    elif _trace.tracer is not None:
+        leaf._grad.add_(g)  # recorded, so that the trace knows the new .grad
     else:
         np.add(leaf._grad._data, g._data, out=leaf._grad._data, casting="unsafe")
     if not create_graph:
@@ -199,4 +204,7 @@ def _owned_copy(g, owned: set):
     data = g._data
     if data.base is not None or id(data) in owned or not data.flags.writeable:
         data = data.copy()
-    return type(g)._wrap(data, g.dtype)
+    copy = type(g)._wrap(data, g.dtype)
+    if _trace.tracer is not None:
+        _trace.tracer.rebind(copy, g)
+    return copy

@@ -64,8 +64,8 @@ def numerical_jacobians(func, inputs: tuple, eps: float) -> list:
 
 def analytical_jacobians(output: Tensor, diff_inputs: list, check_grad_dtypes: bool) -> list:
     """Per input, (input numel, output numel): row by row vector-Jacobian products."""
-    from . import grad
     from ..creation import zeros_like
+    from . import grad
 
     jacobians = [np.zeros((x.numel(), output.numel())) for x in diff_inputs]
     for k in range(output.numel()):
@@ -91,8 +91,8 @@ def _mismatch(analytical, numerical, output_idx: int, input_idx: int) -> str:
 
 
 def _check_backward_multiplies_grad_output(outputs: tuple, diff_inputs: list) -> None:
-    from . import grad
     from ..creation import zeros_like
+    from . import grad
 
     grads = grad(outputs, diff_inputs, [zeros_like(o) for o in outputs], retain_graph=True,
                  allow_unused=True)
@@ -164,8 +164,8 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps: float = 1e-6, atol: f
                   masked: bool = False) -> bool:
     """`gradcheck` of the function `(inputs, grad_outputs) -> vjp`, i.e. second derivatives
     (random `grad_outputs` on [-1, 1] unless given)."""
-    from . import grad
     from ..random import rand
+    from . import grad
 
     inputs = _as_tuple(inputs)
     if grad_outputs is None:

@@ -18,6 +18,7 @@ from ..autograd import grad_mode
 from ..compiler import ops
 from ..eager import apply
 from ..tensor import Tensor
+from ..trace_state import state as _trace
 from .inplace import COPY_SLICES, VIEW_OF_LEAF_IN_PLACE, commit_inplace
 from .shaping import mark_view
 
@@ -29,6 +30,9 @@ def normalize_index(index, shape) -> tuple:
     items = []
     for item in index:
         if isinstance(item, Tensor):
+            tracer = _trace.tracer
+            if tracer is not None and not tracer.is_constant(item):
+                tracer.break_graph("indexing with a tensor of indices other than x[i] or x[:, i]")
             item = item._data if item.dtype in (ops.bool_, ops.int64, ops.int32) else _bad(item)
             if item.ndim == 0 and item.dtype != np.bool_:
                 item = int(item)
@@ -78,6 +82,14 @@ def _is_basic(index) -> bool:
 
 
 def getitem(input, index):
+    single = _single_tensor_index(index)
+    if single is not None and single[0] < input.ndim:  # x[i], x[:, i]: the index is an input
+        axis, tensor_index = single
+        _check_take_bounds(tensor_index, input.shape[axis], axis)
+        out = apply(ops.take, (input, tensor_index), {"axis": axis})
+        if out.grad_fn is not None:
+            out.grad_fn.display_name = "IndexBackward0"
+        return out
     index = normalize_index(index, input._data.shape)
     out = apply(ops.gather, (input,), {"index": index})
     if _is_basic(index):
@@ -108,13 +120,24 @@ def setitem(input, index, value) -> None:
 def gather(input, dim: int, index):
     """`out[i][j] = input[index[i][j]][j]` for dim=0, and so on (PyTorch's gather)."""
     dim = ops.normalize_axis(dim, input.ndim, "gather")
-    idx = index._data if isinstance(index, Tensor) else np.asarray(index)
-    grids = list(np.ix_(*[np.arange(s) for s in idx.shape])) if idx.ndim else []
-    grids[dim] = idx
-    out = apply(ops.gather, (input,), {"index": tuple(grids)})
-    if out.grad_fn is not None:
-        out.grad_fn.display_name = "GatherBackward0"
-    return out
+    index = _index_tensor(index)
+    if index.ndim != input.ndim:
+        raise RuntimeError("Index tensor must have the same number of dimensions as input "
+                           "tensor")
+    # PyTorch lets the index be smaller than the input off `dim`: read that corner only
+    corner = tuple(slice(None) if d == dim or n == input.shape[d] else slice(0, n)
+                   for d, n in enumerate(index.shape))
+    if any(c != slice(None) for c in corner):
+        input = getitem(input, corner)
+    return apply(ops.take_along, (input, index), {"axis": dim})
+
+
+def _index_tensor(index) -> Tensor:
+    if not isinstance(index, Tensor):
+        index = Tensor._wrap(np.asarray(index, dtype=np.int64), ops.int64)
+    if index.dtype not in (ops.int64, ops.int32):
+        raise RuntimeError(f"gather(): Expected dtype int64 for index, got {index.dtype.name}")
+    return index
 
 
 def take_along_dim(input, indices, dim=None):
@@ -125,10 +148,29 @@ def take_along_dim(input, indices, dim=None):
 
 def index_select(input, dim: int, index):
     dim = ops.normalize_axis(dim, input.ndim, "index_select")
-    out = getitem(input, (slice(None),) * dim + (index,))
-    if out.grad_fn is not None:
-        out.grad_fn.display_name = "IndexSelectBackward0"
-    return out
+    index = _index_tensor(index)
+    if index.ndim > 1:
+        raise IndexError("index_select(): Index is supposed to be a vector")
+    _check_take_bounds(index, input.shape[dim], dim)
+    return apply(ops.take, (input, index), {"axis": dim})
+
+
+def _check_take_bounds(index, size: int, dim: int) -> None:
+    data = index._data
+    if data.size and (data.min() < -size or data.max() >= size):
+        bad = int(data.max() if data.max() >= size else data.min())
+        raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")
+
+
+def _single_tensor_index(index):
+    """`(:, ..., :, t)` with `t` an integer tensor: (axis, t); otherwise None."""
+    items = index if isinstance(index, tuple) else (index,)
+    if not items or not isinstance(items[-1], Tensor) or items[-1].dtype not in (ops.int64,
+                                                                                   ops.int32):
+        return None
+    if any(not (isinstance(i, slice) and i == slice(None)) for i in items[:-1]):
+        return None
+    return len(items) - 1, items[-1]
 
 
 def masked_fill(input, mask, value):

@@ -20,6 +20,7 @@ from ..autograd import grad_mode
 from ..compiler import ops
 from ..eager import apply
 from ..tensor import Tensor
+from ..trace_state import state as _trace
 
 _grad = grad_mode.state
 
@@ -37,25 +38,28 @@ def commit_inplace(target: Tensor, compute, *, name: str | None = None, others=(
     """
     recording = _grad.enabled and (target._requires_grad or any(
         isinstance(o, Tensor) and o._requires_grad for o in others))
+    tracer = _trace.tracer
     if recording:
         _check_may_modify(target)
-    if not recording and fast is not None:
+    if not recording and fast is not None and tracer is None:
         _write_checked(target, fast)
         target._version[0] += 1
         return target
-    old = _snapshot(target) if recording else target
+    old = _snapshot(target) if recording or tracer is not None else target
     result = compute(old)
     _write_checked(target, lambda data: np.copyto(data, result._data, casting="same_kind"),
                    result)
     target._version[0] += 1
+    if tracer is not None:  # the trace now knows `target` by its new value
+        tracer.rebind(target, result)
     if recording and result.grad_fn is not None:
         if name:
             result.grad_fn.display_name = name
         _adopt(target, result.grad_fn)
-        if target._base is not None:
-            _rebase(target)
     elif recording:  # the new value depends on nothing that requires grad
         target.grad_fn, target._requires_grad = None, False
+    if target._base is not None and (recording or tracer is not None):
+        _rebase(target)
     return target
 
 
@@ -75,9 +79,11 @@ def _check_may_modify(target: Tensor) -> None:
 
 
 def _snapshot(target: Tensor) -> Tensor:
-    """A copy of `target`'s current value that stands for it in the graph."""
+    """A copy of `target`'s current value that stands for it in the graph (and trace)."""
     old = Tensor._wrap(target._data.copy(), target.dtype, target._requires_grad)
     old.grad_fn, old._output_nr = target.grad_fn, target._output_nr
+    if _trace.tracer is not None:
+        _trace.tracer.rebind(old, target)
     return old
 
 
@@ -88,11 +94,18 @@ def _adopt(target: Tensor, node) -> None:
 
 
 def _rebase(view: Tensor) -> None:
-    """After `view` changed in place, make its base's history include the change."""
+    """After `view` changed in place, make its base's history (and trace) include it."""
     base, index = view._base
+    if index is None:
+        if _trace.tracer is not None:
+            _trace.tracer.break_graph("an in-place write to a reshaped or permuted view")
+        return
     new_base = apply(ops.index_put, (_snapshot(base), view), {"index": index})
-    new_base.grad_fn.display_name = COPY_SLICES
-    _adopt(base, new_base.grad_fn)
+    if _trace.tracer is not None:
+        _trace.tracer.rebind(base, new_base)
+    if new_base.grad_fn is not None:
+        new_base.grad_fn.display_name = COPY_SLICES
+        _adopt(base, new_base.grad_fn)
     if base._base is not None:
         _rebase(base)
 

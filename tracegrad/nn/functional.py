@@ -17,7 +17,9 @@ import warnings
 
 import numpy as np
 
+from ..compiler import ops
 from ..compiler.ops import int64
+from ..eager import apply
 from ..functions.linalg import matmul
 from ..functions.naming import composite
 from ..functions.normalization import layer_norm, log_softmax, softmax
@@ -26,9 +28,9 @@ from ..functions.reductions import mean, sum
 from ..random import bernoulli_mask
 from ..tensor import Tensor
 
-__all__ = ["linear", "relu", "gelu", "silu", "softplus", "tanh", "sigmoid", "softmax",
-           "log_softmax", "layer_norm", "dropout", "mse_loss", "cross_entropy", "nll_loss",
-           "embedding", "one_hot", "leaky_relu", "normalize"]
+__all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "leaky_relu",
+           "linear", "log_softmax", "mse_loss", "nll_loss", "normalize", "one_hot", "relu",
+           "sigmoid", "silu", "softmax", "softplus", "tanh"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -42,7 +44,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     out = matmul(input, weight.t())
     if bias is not None:
-        out = out + bias
+        # the add primitive directly when no promotion is needed (the hot path)
+        out = apply(ops.add, (out, bias), {}) if bias.dtype is out.dtype else out + bias
     if out.grad_fn is not None:  # PyTorch's names (its linear is one fused op)
         if input.ndim == 2:
             out.grad_fn.display_name = "AddmmBackward0" if bias is not None else "MmBackward0"
@@ -158,14 +161,14 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_a
     _check_targets(input, target, ignore_index)
     kept = target != ignore_index
     safe = where(kept, target, 0)  # ignored targets may be out of range: read class 0
-    # -weight of each target's class, 0 where ignored
-    scale = where(kept, -1.0, 0.0) if weight is None else -where(kept, weight[safe], 0.0)
-    loss = _pick(input, safe) * scale
+    # the weight of each target's class, 0 where ignored
+    scale = kept.to(input.dtype) if weight is None else where(kept, weight[safe], 0.0)
+    likelihood = _pick(input, safe) * scale
     if reduction == "none":
-        return loss
+        return -likelihood
     if reduction == "sum":
-        return sum(loss)
-    return sum(loss) / -sum(scale)
+        return -sum(likelihood)
+    return sum(likelihood) / -sum(scale)
 
 
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,

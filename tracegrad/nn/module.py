@@ -18,8 +18,9 @@ assignment order, which is the order of `parameters()` and of `state_dict()` (Py
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, namedtuple
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ..autograd.grad_mode import no_grad
 from ..compiler.ops.dtypes import DType, float32, float64
@@ -53,6 +54,9 @@ def _addindent(text: str, spaces: int) -> str:
     return lines[0] + "\n" + "\n".join(" " * spaces + line for line in lines[1:])
 
 
+_hook_ids = itertools.count(1)  # keys of forward hooks, in registration order
+
+
 class _RemovableHandle:
     def __init__(self, hooks: dict, key: int):
         self.hooks, self.key = hooks, key
@@ -65,7 +69,6 @@ class Module:
     """Base class of every layer and model: subclass it and define `forward`."""
 
     training: bool
-    _hook_ids = [0]
 
     def __init__(self, *args, **kwargs) -> None:
         if args or kwargs:
@@ -108,9 +111,9 @@ class Module:
         return self._add_hook(self._forward_pre_hooks, hook)
 
     def _add_hook(self, hooks: dict, hook: Callable) -> _RemovableHandle:
-        Module._hook_ids[0] += 1
-        hooks[Module._hook_ids[0]] = hook
-        return _RemovableHandle(hooks, Module._hook_ids[0])
+        key = next(_hook_ids)
+        hooks[key] = hook
+        return _RemovableHandle(hooks, key)
 
     # --- registration ---
     def __setattr__(self, name: str, value) -> None:
@@ -338,7 +341,7 @@ class Module:
     # --- modes and conversions ---
     def train(self, mode: bool = True) -> Module:
         if not isinstance(mode, bool):
-            raise ValueError("training mode is expected to be boolean")
+            raise ValueError("training mode is expected to be boolean")  # noqa: TRY004 (PyTorch's)
         for module in self.modules():
             module.__dict__["training"] = mode
         return self

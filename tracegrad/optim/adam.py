@@ -65,9 +65,18 @@ class Adam(Optimizer):
                     "decoupled_weight_decay": decoupled_weight_decay}
         super().__init__(params, defaults)
 
-    def _update(self, p: Tensor, group: dict) -> None:
-        state = self.state[p]
-        amsgrad = group["amsgrad"]
+    def _update_group(self, group: dict, params: list) -> None:
+        beta1, beta2 = group["betas"]
+        hyper = {"lr": as_float(group["lr"]), "beta1": beta1, "beta2": beta2,
+                 "eps": group["eps"], "weight_decay": group["weight_decay"],
+                 "amsgrad": group["amsgrad"], "maximize": group["maximize"],
+                 "decoupled_weight_decay": group["decoupled_weight_decay"]}
+        for p in params:
+            self._update(p, self.state[p], hyper)
+
+    @staticmethod
+    def _update(p: Tensor, state: dict, hyper: dict) -> None:
+        amsgrad = hyper["amsgrad"]
         if not state:
             state["step"] = tensor(0.0)
             state["exp_avg"] = zeros_like(p)
@@ -76,11 +85,6 @@ class Adam(Optimizer):
                 state["max_exp_avg_sq"] = zeros_like(p)
         step_t, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
         max_sq = state.get("max_exp_avg_sq") if amsgrad else None
-        beta1, beta2 = group["betas"]
-        hyper = {"lr": as_float(group["lr"]), "beta1": beta1, "beta2": beta2,
-                 "eps": group["eps"], "weight_decay": group["weight_decay"], "amsgrad": amsgrad,
-                 "maximize": group["maximize"],
-                 "decoupled_weight_decay": group["decoupled_weight_decay"]}
         tensors = (p, p._grad, exp_avg, exp_avg_sq, max_sq)
         if on_arrays(step_t, *tensors):
             step_t._data += 1

@@ -109,13 +109,14 @@ class Optimizer:
                 loss = closure()
         with no_grad():
             for group in self.param_groups:
-                for p in group["params"]:
-                    if p._grad is not None:
-                        self._update(p, group)
+                params = [p for p in group["params"] if p._grad is not None]
+                if params:
+                    self._update_group(group, params)
         return loss
 
-    def _update(self, p: Tensor, group: dict) -> None:
-        """Update one parameter (it has a gradient) with its group's hyperparameters."""
+    def _update_group(self, group: dict, params: list) -> None:
+        """Update `params` (those of `group` that have a gradient) with the group's
+        hyperparameters, as they are now (a schedule may have changed them)."""
         raise NotImplementedError
 
     # --- state_dict ---

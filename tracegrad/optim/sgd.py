@@ -14,8 +14,15 @@ tensor([0.6580], requires_grad=True), ['momentum_buffer'])
 from __future__ import annotations
 
 from ..tensor import Tensor
-from .optimizer import (ARRAY_MATH, TENSOR_MATH, Optimizer, as_float, bump_versions,
-                        on_arrays, required)
+from .optimizer import (
+    ARRAY_MATH,
+    TENSOR_MATH,
+    Optimizer,
+    as_float,
+    bump_versions,
+    on_arrays,
+    required,
+)
 
 
 def sgd_rule(math, param, grad, buf, *, lr, momentum, dampening, nesterov, weight_decay,
@@ -56,21 +63,22 @@ class SGD(Optimizer):
                     "foreach": foreach, "differentiable": differentiable, "fused": fused}
         super().__init__(params, defaults)
 
-    def _update(self, p: Tensor, group: dict) -> None:
+    def _update_group(self, group: dict, params: list) -> None:
         momentum = group["momentum"]
-        state = self.state[p] if momentum != 0 else None  # plain SGD keeps no state
-        buf = state.get("momentum_buffer") if momentum != 0 else None
         hyper = {"lr": as_float(group["lr"]), "momentum": momentum,
                  "dampening": group["dampening"], "nesterov": group["nesterov"],
                  "weight_decay": group["weight_decay"], "maximize": group["maximize"]}
-        grad = p._grad
-        if on_arrays(p, grad, buf):
-            new = sgd_rule(ARRAY_MATH, p._data, grad._data, None if buf is None else buf._data,
-                           **hyper)
-            bump_versions(p, buf)
-            if buf is None and new is not None:
-                state["momentum_buffer"] = Tensor._wrap(new, p.dtype)
-        else:
-            new = sgd_rule(TENSOR_MATH, p, grad, buf, **hyper)
-            if buf is None and new is not None:
-                state["momentum_buffer"] = new
+        for p in params:
+            state = self.state[p] if momentum != 0 else None  # plain SGD keeps no state
+            buf = state.get("momentum_buffer") if momentum != 0 else None
+            grad = p._grad
+            if on_arrays(p, grad, buf):
+                new = sgd_rule(ARRAY_MATH, p._data, grad._data,
+                               None if buf is None else buf._data, **hyper)
+                bump_versions(p, buf)
+                if buf is None and new is not None:
+                    state["momentum_buffer"] = Tensor._wrap(new, p.dtype)
+            else:
+                new = sgd_rule(TENSOR_MATH, p, grad, buf, **hyper)
+                if buf is None and new is not None:
+                    state["momentum_buffer"] = new

@@ -1,0 +1,293 @@
+"""Tracing: record the primitives that an eager run executes, as an IR graph.
+
+A trace *is* an eager run: tensors carry their real values and every operation computes
+as usual, while the active `Tracer` notes each primitive application in a
+`GraphBuilder`. Tensors the function did not make (its arguments, parameters found in
+closures, modules and optimizers, gradients, optimizer state) become graph inputs;
+tensors it made from data (`tensor`, `zeros`, ...) become constants, and random ones
+become per-call random inputs. In-place writes rebind a tensor to a new value, and the
+tensors that end up changed become outputs that are written back on every call.
+
+What cannot be recorded (a NumPy detour through `.numpy()`, a tensor converted to a
+Python list) *breaks* the trace: the eager run carries on, and the reason is kept so the
+function can fall back to eager mode. Reading a tensor's value into Python (`bool(t)`,
+`t.item()`) records a *value guard* instead: the graph exposes that value, and a call on
+which it differs is not trusted.
+
+>>> import tracegrad as torch
+>>> from tracegrad.tracing import trace
+>>> x = torch.ones(3)
+>>> t = trace(lambda x: (x * 2).sum(), (x,))
+>>> [node.op for node in t.graph.nodes]
+['mul', 'sum']
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .compiler.ir import GraphBuilder
+from .errors import user_frame
+from .tensor import Tensor
+from .trace_state import state
+
+
+def active():
+    """The tracer recording on this thread, or None."""
+    return state.tracer
+
+
+@dataclass
+class ValueGuard:
+    """A tensor's value that Python read during the trace (`bool(t)`, `t.item()`)."""
+
+    value: object  # the IR value whose content decided
+    observed: object  # what Python saw
+    kind: str  # "bool", "item", ...
+    loc: str
+
+
+@dataclass
+class RandomInput:
+    """A random tensor made inside the function: regenerated on every call."""
+
+    value: object
+    make: object  # () -> numpy array, drawing from the global generator
+
+
+@dataclass
+class Trace:
+    """What a traced call produced: the graph and how to bind and write back."""
+
+    graph: object
+    explicit: list  # per explicit argument tensor: its IR input value
+    captured: list  # (tensor, IR input value) for tensors found by the function
+    random_inputs: list  # RandomInput, in drawing order
+    writes: list  # (tensor, IR value): tensors changed in place, their final value
+    grad_writes: list  # (tensor, IR value or None): `.grad` set by the function
+    guards: list  # ValueGuard
+    hyperparameters: list  # (container, key, IR input value)
+    outputs: object  # the returned structure, tensors replaced by their IR values
+    broken: str | None = None  # why the trace is unusable, if it is
+    saw_backward: bool = False
+
+
+@dataclass
+class Tracer:
+    """Records one eager run; see the module docstring."""
+
+    name: str
+    builder: GraphBuilder = field(default=None)
+    values: dict = field(default_factory=dict)  # id(tensor) -> IR value
+    arrays: dict = field(default_factory=dict)  # id(tensor._data) -> IR value
+    keep: dict = field(default_factory=dict)  # id(tensor) -> tensor (ids stay unique)
+    made: set = field(default_factory=set)  # ids of tensors made inside from data
+    captured: list = field(default_factory=list)
+    grads_before: dict = field(default_factory=dict)  # id(tensor) -> its .grad at capture
+    random_inputs: list = field(default_factory=list)
+    guards: list = field(default_factory=list)
+    hyperparameters: list = field(default_factory=list)
+    broken: str | None = None
+    saw_backward: bool = False
+
+    def __post_init__(self):
+        self.builder = GraphBuilder(self.name)
+        self.restore = []  # (tensor, data copy, grad) of each captured tensor, for undo
+
+    def add_argument(self, tensor: Tensor, name: str):
+        """An explicit argument of the traced function: a named graph input."""
+        value = self.builder.add_input(tensor._data.shape, tensor.dtype, name=name)
+        self.grads_before[id(tensor)] = tensor._grad
+        self.restore.append((tensor, tensor._data.copy(), tensor._grad))
+        self._bind(tensor, value)
+        return value
+
+    # --- the hooks the library calls while tracing ---
+    def record(self, prim, inputs, attrs, result) -> None:
+        """`result = prim(*inputs, **attrs)` just ran eagerly."""
+        if self.broken:
+            return
+        args = [self.value_of(x) for x in inputs]
+        value = self.builder.add_node(prim.name, args, dict(attrs), loc=_user_location())
+        self._bind(result, value)
+
+    def rebind(self, target: Tensor, result: Tensor) -> None:
+        """`target` now holds `result`'s value (an in-place write)."""
+        if not self.broken:
+            self._bind(target, self.value_of(result))
+
+    def note_made(self, tensor: Tensor) -> None:
+        """`tensor` was made inside the function: a constant, unless it wraps the memory
+        of a recorded value (a `detach()`, a node's saved output): then it is that value."""
+        if self.broken:
+            return
+        alias = self.arrays.get(id(tensor._data))
+        if alias is not None:
+            self._bind(tensor, alias)
+        else:
+            self.made.add(id(tensor))
+            self.keep[id(tensor)] = tensor
+
+    def note_random(self, tensor: Tensor, make) -> None:
+        """`tensor` was drawn at random inside the function: redrawn on every call."""
+        if not self.broken:
+            value = self.builder.add_input(tensor._data.shape, tensor.dtype)
+            self.random_inputs.append(RandomInput(value, make))
+            self._bind(tensor, value)
+
+    def hyperparameter(self, container, key, dtype):
+        """`container[key]`, a Python number such as a learning rate, as a 0-d tensor that
+        is a graph input: a new value on a later call is used, not baked in."""
+        t = Tensor._wrap(np.array(container[key], dtype=dtype.numpy), dtype)
+        if not self.broken:
+            self.made.discard(id(t))
+            value = self.builder.add_input((), dtype)
+            self.hyperparameters.append((container, key, value))
+            self._bind(t, value)
+        return t
+
+    def guard(self, tensor: Tensor, observed, kind: str) -> None:
+        """Python read `tensor`'s value: later calls must see the same to be trusted."""
+        if not self.broken:
+            self.guards.append(ValueGuard(self.value_of(tensor), observed, kind,
+                                          _user_location()))
+
+    def is_constant(self, tensor: Tensor) -> bool:
+        """Whether `tensor` was made inside the function from data (so may be baked in)."""
+        return id(tensor) in self.made and id(tensor) not in self.values
+
+    def break_graph(self, reason: str) -> None:
+        if not self.broken:
+            self.broken = f"{reason} at {_user_location()}"
+
+    # --- values ---
+    def value_of(self, x):
+        """The IR value standing for `x` (a tensor or a Python scalar)."""
+        if not isinstance(x, Tensor):
+            return x.item() if isinstance(x, np.generic) else x
+        value = self.values.get(id(x))
+        if value is not None:
+            return value
+        if id(x) in self.made:
+            value = self.builder.add_constant(np.array(x._data, copy=True))
+        else:
+            value = self.builder.add_input(x._data.shape, x.dtype)
+            self.captured.append((x, value))
+            self.grads_before[id(x)] = x._grad
+            self.restore.append((x, x._data.copy(), x._grad))
+        self._bind(x, value)
+        return value
+
+    def _bind(self, tensor: Tensor, value) -> None:
+        self.values[id(tensor)] = value
+        self.arrays[id(tensor._data)] = value
+        self.keep[id(tensor)] = tensor
+
+
+def _user_location() -> str | None:
+    frame = user_frame()
+    if frame is None:
+        return None
+    return f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno}"
+
+
+def trace(fn, args: tuple, kwargs: dict | None = None, name: str | None = None):
+    """Run `fn(*args, **kwargs)` eagerly while recording it; returns `(Trace, result)`.
+
+    If `fn` raises, every tensor the trace had seen gets its value and `.grad` back.
+    """
+    kwargs = kwargs or {}
+    tracer = Tracer(name or getattr(fn, "__name__", "traced"))
+    explicit = [tracer.add_argument(t, path) for path, t in named_arguments(fn, args, kwargs)]
+    previous, state.tracer = state.tracer, tracer
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException:
+        state.tracer = previous
+        undo(tracer)
+        raise
+    state.tracer = previous
+    return finish(tracer, explicit, result), result
+
+
+def undo(tracer: Tracer) -> None:
+    """Put back the value and `.grad` of every tensor the tracer saw the function use."""
+    for tensor, data, grad in reversed(tracer.restore):
+        if tensor._data.shape == data.shape:
+            np.copyto(tensor._data, data)
+        tensor._grad = grad
+
+
+def finish(tracer: Tracer, explicit: list, result) -> Trace:
+    """The graph and bookkeeping of a completed trace."""
+    outputs = map_tensors(result, tracer.value_of)
+    seen = [(t, v) for t, v in zip(_explicit_tensors(tracer), explicit)] + tracer.captured
+    writes = [(t, tracer.values[id(t)]) for t, v in seen if tracer.values[id(t)] is not v]
+    grad_writes = [(t, None if t._grad is None else tracer.value_of(t._grad))
+                   for t, _ in seen if t._grad is not tracer.grads_before[id(t)]]
+    results = [v for v in flatten(outputs) if not _is_scalar(v)]
+    extra = [v for _, v in writes] + [v for _, v in grad_writes if v is not None]
+    tracer.builder.set_outputs(results + extra + [g.value for g in tracer.guards])
+    return Trace(tracer.builder.build(), explicit, tracer.captured, tracer.random_inputs,
+                 writes, grad_writes, tracer.guards, tracer.hyperparameters, outputs,
+                 tracer.broken, tracer.saw_backward)
+
+
+def _explicit_tensors(tracer: Tracer) -> list:
+    return [t for t, _, _ in tracer.restore[:len(tracer.restore) - len(tracer.captured)]]
+
+
+def _is_scalar(x) -> bool:
+    return isinstance(x, (int, float, bool, str, type(None)))
+
+
+def named_arguments(fn, args: tuple, kwargs: dict) -> list:
+    """(name, tensor) for every tensor among the arguments, named after the parameters."""
+    try:
+        bound = inspect.signature(fn).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):  # no signature to read: number the arguments
+        bound = {f"arg{i}": a for i, a in enumerate(args)} | kwargs
+    found, seen = [], set()
+    for name, value in bound.items():
+        for path, tensor in tensor_leaves(value, name):
+            if id(tensor) not in seen:  # the same tensor twice is one input
+                seen.add(id(tensor))
+                found.append((path, tensor))
+    return found
+
+
+def tensor_leaves(structure, path: str):
+    """(path, tensor) for every tensor in nested tuples, lists and dicts."""
+    if isinstance(structure, Tensor):
+        yield path, structure
+    elif isinstance(structure, (tuple, list)):
+        for i, item in enumerate(structure):
+            yield from tensor_leaves(item, f"{path}_{i}")
+    elif isinstance(structure, dict):
+        for key, item in structure.items():
+            yield from tensor_leaves(item, f"{path}_{key}")
+
+
+def map_tensors(structure, fn):
+    """`structure` with every tensor replaced by `fn(tensor)`."""
+    if isinstance(structure, Tensor):
+        return fn(structure)
+    if isinstance(structure, tuple) and hasattr(structure, "_fields"):  # a namedtuple
+        return type(structure)(*(map_tensors(x, fn) for x in structure))
+    if isinstance(structure, (tuple, list)):
+        return type(structure)(map_tensors(x, fn) for x in structure)
+    if isinstance(structure, dict):
+        return {k: map_tensors(v, fn) for k, v in structure.items()}
+    return structure
+
+
+def flatten(structure) -> list:
+    """The leaves of nested tuples, lists and dicts, in order."""
+    if isinstance(structure, (tuple, list)):
+        return [leaf for item in structure for leaf in flatten(item)]
+    if isinstance(structure, dict):
+        return [leaf for item in structure.values() for leaf in flatten(item)]
+    return [structure]
