@@ -386,7 +386,7 @@ def _check_definition(value: Value, defined: set[Value], names: set[str], what: 
         raise IRError(f"{what}: {value.name!r} can't name a value")
     if value.dtype not in SHORT_NAMES:
         raise IRError(f"{what}: {value.dtype!r} is not a dtype")
-    if not all(isinstance(s, int) and s >= 0 for s in value.shape):
+    if type(value.shape) is not tuple or not all(type(s) is int and s >= 0 for s in value.shape):
         raise IRError(f"{what}: shape {value.shape!r} is not a tuple of sizes")
     defined.add(value)
     names.add(value.name)
@@ -402,9 +402,10 @@ def graph_equal(a: Graph, b: Graph) -> bool:
     """Same names, types, ops, inputs, attributes (arrays by value and dtype), locations
     and outputs; values are matched by name, so a copy equals its original.
 
-    >>> g = GraphBuilder("f"); g.set_outputs([g.add_input((2,), BY_SHORT_NAME["f32"])])
-    >>> graph_equal(g.build(), g.build().copy())
-    True
+    >>> b = GraphBuilder("f"); b.set_outputs([b.add_input((2,), BY_SHORT_NAME["f32"])])
+    >>> g = b.build()
+    >>> graph_equal(g, g.copy()), g.copy().inputs[0] is g.inputs[0]
+    (True, False)
     """
     if a.name != b.name or len(a.nodes) != len(b.nodes):
         return False

@@ -17,13 +17,15 @@ def graph_to_dot(graph: Graph, clusters: dict[str, list[Node]] | None = None) ->
     >>> from tracegrad.compiler.ir import GraphBuilder
     >>> from tracegrad.compiler.ops import float32
     >>> b = GraphBuilder("f"); b.set_outputs([b.add_node("neg", [b.add_input((3,), float32)])])
-    >>> print(graph_to_dot(b.build()))  # doctest: +ELLIPSIS
+    >>> print(graph_to_dot(b.build()), end="")
     digraph "f" {
-    ...
+      node [shape=box, fontname="monospace", fontsize=10];
+      edge [fontname="monospace", fontsize=9];
+      "x0" [label="x0\\nf32[3]", shape=ellipse];
       "v0" [label="neg\\nf32[3]", tooltip="v0"];
-    ...
       "x0" -> "v0";
-    ...
+      "return" [shape=plaintext];
+      "v0" -> "return";
     }
     """
     lines = [f"digraph {_quote(graph.name)} {{",

@@ -179,7 +179,8 @@ def _at_line(number: int, parse, *args):
 
 def parse_type(text: str) -> tuple[tuple[int, ...], DType]:
     """`"f32[3,4]"` as `((3, 4), float32)`."""
-    match = _TYPE.fullmatch(text.strip())
+    text = text.strip()
+    match = _TYPE.fullmatch(text)
     if not match or match.group(1) not in BY_SHORT_NAME:
         raise IRError(f"'{text}' is not a type like f32[3,4]")
     sizes = match.group(2).replace(" ", "")

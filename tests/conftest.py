@@ -11,3 +11,5 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TORCH_USE_RTLD_GLOBAL", "1")
+
+from golden_option import pytest_addoption  # noqa: E402, F401  (--update-golden)

@@ -46,3 +46,4 @@ double = float64
 long = int64
 int = int32  # noqa: A001
 from . import nn, optim  # noqa: E402, F401
+from .compiled import compile, explain  # noqa: E402, F401, A001

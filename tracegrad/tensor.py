@@ -115,6 +115,8 @@ class Tensor:
                 ".retain_grad() on the non-leaf Tensor. If you access the non-leaf Tensor by "
                 "mistake, make sure you access the leaf Tensor instead.", UserWarning,
                 stacklevel=2)
+        if _trace.tracer is not None and self._grad is not None:
+            _trace.tracer.note_grad_of(self, self._grad)
         return self._grad
 
     @grad.setter

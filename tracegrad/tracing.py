@@ -25,6 +25,7 @@ which it differs is not trusted.
 from __future__ import annotations
 
 import inspect
+import keyword
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,6 +74,9 @@ class Trace:
     outputs: object  # the returned structure, tensors replaced by their IR values
     broken: str | None = None  # why the trace is unusable, if it is
     saw_backward: bool = False
+    arguments: list = field(default_factory=list)  # (tensor, IR input value) per argument
+    tracer: object = None  # the Tracer, to extend the trace (with a backward)
+    stages: dict = field(default_factory=dict)  # stage name -> graph, for `tracegrad ir`
 
 
 @dataclass
@@ -87,6 +91,7 @@ class Tracer:
     made: set = field(default_factory=set)  # ids of tensors made inside from data
     captured: list = field(default_factory=list)
     grads_before: dict = field(default_factory=dict)  # id(tensor) -> its .grad at capture
+    grad_owners: dict = field(default_factory=dict)  # id(grad tensor) -> tensor it is .grad of
     random_inputs: list = field(default_factory=list)
     guards: list = field(default_factory=list)
     hyperparameters: list = field(default_factory=list)
@@ -155,6 +160,11 @@ class Tracer:
             self.guards.append(ValueGuard(self.value_of(tensor), observed, kind,
                                           _user_location()))
 
+    def note_grad_of(self, owner: Tensor, grad: Tensor) -> None:
+        """`grad` was read as `owner.grad`: if it becomes an input, bind it through
+        `owner` on each call (a new `.grad` object each step is then no surprise)."""
+        self.grad_owners.setdefault(id(grad), owner)
+
     def is_constant(self, tensor: Tensor) -> bool:
         """Whether `tensor` was made inside the function from data (so may be baked in)."""
         return id(tensor) in self.made and id(tensor) not in self.values
@@ -200,8 +210,9 @@ def trace(fn, args: tuple, kwargs: dict | None = None, name: str | None = None):
     If `fn` raises, every tensor the trace had seen gets its value and `.grad` back.
     """
     kwargs = kwargs or {}
-    tracer = Tracer(name or getattr(fn, "__name__", "traced"))
-    explicit = [tracer.add_argument(t, path) for path, t in named_arguments(fn, args, kwargs)]
+    tracer = Tracer(_identifier(name or getattr(fn, "__name__", "traced")))
+    arguments = [(t, tracer.add_argument(t, path))
+                 for path, t in named_arguments(fn, args, kwargs)]
     previous, state.tracer = state.tracer, tracer
     try:
         result = fn(*args, **kwargs)
@@ -210,7 +221,15 @@ def trace(fn, args: tuple, kwargs: dict | None = None, name: str | None = None):
         undo(tracer)
         raise
     state.tracer = previous
-    return finish(tracer, explicit, result), result
+    return finish(tracer, arguments, result), result
+
+
+def _identifier(name: str) -> str:
+    """A graph name (an identifier): `<lambda>` becomes `lambda`."""
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_")
+    if not cleaned or cleaned[0].isdigit() or keyword.iskeyword(cleaned):
+        return f"fn_{cleaned}"
+    return cleaned
 
 
 def undo(tracer: Tracer) -> None:
@@ -221,26 +240,23 @@ def undo(tracer: Tracer) -> None:
         tensor._grad = grad
 
 
-def finish(tracer: Tracer, explicit: list, result) -> Trace:
+def finish(tracer: Tracer, arguments: list, result) -> Trace:
     """The graph and bookkeeping of a completed trace."""
     outputs = map_tensors(result, tracer.value_of)
-    seen = [(t, v) for t, v in zip(_explicit_tensors(tracer), explicit)] + tracer.captured
+    seen = arguments + tracer.captured
     writes = [(t, tracer.values[id(t)]) for t, v in seen if tracer.values[id(t)] is not v]
     grad_writes = [(t, None if t._grad is None else tracer.value_of(t._grad))
                    for t, _ in seen if t._grad is not tracer.grads_before[id(t)]]
-    results = [v for v in flatten(outputs) if not _is_scalar(v)]
+    results = [v for v in flatten(outputs) if not is_scalar(v)]
     extra = [v for _, v in writes] + [v for _, v in grad_writes if v is not None]
     tracer.builder.set_outputs(results + extra + [g.value for g in tracer.guards])
-    return Trace(tracer.builder.build(), explicit, tracer.captured, tracer.random_inputs,
-                 writes, grad_writes, tracer.guards, tracer.hyperparameters, outputs,
-                 tracer.broken, tracer.saw_backward)
+    return Trace(tracer.builder.build(), [v for _, v in arguments], tracer.captured,
+                 tracer.random_inputs, writes, grad_writes, tracer.guards,
+                 tracer.hyperparameters, outputs, tracer.broken, tracer.saw_backward,
+                 arguments, tracer)
 
 
-def _explicit_tensors(tracer: Tracer) -> list:
-    return [t for t, _, _ in tracer.restore[:len(tracer.restore) - len(tracer.captured)]]
-
-
-def _is_scalar(x) -> bool:
+def is_scalar(x) -> bool:
     return isinstance(x, (int, float, bool, str, type(None)))
 
 
@@ -282,6 +298,18 @@ def map_tensors(structure, fn):
     if isinstance(structure, dict):
         return {k: map_tensors(v, fn) for k, v in structure.items()}
     return structure
+
+
+def map_values(structure, fn):
+    """`structure` (with IR values for tensors) with every non-scalar leaf replaced by
+    `fn(leaf)`, in order."""
+    if isinstance(structure, tuple) and hasattr(structure, "_fields"):
+        return type(structure)(*(map_values(x, fn) for x in structure))
+    if isinstance(structure, (tuple, list)):
+        return type(structure)(map_values(x, fn) for x in structure)
+    if isinstance(structure, dict):
+        return {k: map_values(v, fn) for k, v in structure.items()}
+    return structure if is_scalar(structure) else fn(structure)
 
 
 def flatten(structure) -> list:

@@ -16,6 +16,9 @@ from .anomaly_mode import detect_anomaly, set_detect_anomaly  # noqa: F401
 from .engine import run_backward
 from .grad_mode import enable_grad, inference_mode, no_grad, set_grad_enabled  # noqa: F401
 
+# Imported now, not lazily: a later import of the submodule would shadow the function.
+from .gradcheck import gradcheck, gradgradcheck  # noqa: F401
+
 
 def _as_tuple(x) -> tuple:
     if x is None:
@@ -85,17 +88,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 
 def __getattr__(name):
-    # Function, gradcheck and friends load on first use: they are not needed for import.
+    # Function and FunctionCtx load on first use: they are not needed for import.
     if name in ("Function", "FunctionCtx"):
         from . import function
 
         return getattr(function, name)
-    if name in ("gradcheck", "gradgradcheck"):
-        import importlib
-
-        # not `from . import gradcheck`: that asks this __getattr__ again. Importing the
-        # submodule binds its name here; the functions are rebound over it.
-        module = importlib.import_module(".gradcheck", __name__)
-        globals().update(gradcheck=module.gradcheck, gradgradcheck=module.gradgradcheck)
-        return getattr(module, name)
     raise AttributeError(f"module 'tracegrad.autograd' has no attribute {name!r}")

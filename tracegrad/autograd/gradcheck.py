@@ -20,11 +20,18 @@ import warnings
 
 import numpy as np
 
-from ..tensor import Tensor
+# Nothing from tracegrad at module level: `autograd` imports this module while the
+# package is still loading (see `_is_tensor`).
 
 
 class GradcheckError(RuntimeError):
     """Raised by `gradcheck` and `gradgradcheck` when a derivative is wrong."""
+
+
+def _is_tensor(x) -> bool:
+    from ..tensor import Tensor
+
+    return isinstance(x, Tensor)
 
 
 def _as_tuple(x) -> tuple:
@@ -32,18 +39,18 @@ def _as_tuple(x) -> tuple:
 
 
 def _differentiable(outputs) -> tuple:
-    return tuple(o for o in _as_tuple(outputs) if isinstance(o, Tensor) and o.requires_grad)
+    return tuple(o for o in _as_tuple(outputs) if _is_tensor(o) and o.requires_grad)
 
 
 def _numbers(outputs) -> list:
     """The outputs' values as flat float64 arrays (copies: later calls may overwrite)."""
     return [np.array(o._data, dtype=np.float64).reshape(-1) for o in _as_tuple(outputs)
-            if isinstance(o, Tensor)]
+            if _is_tensor(o)]
 
 
 def numerical_jacobians(func, inputs: tuple, eps: float) -> list:
     """`[input][output]` arrays of shape (input numel, output numel): central differences."""
-    diff_inputs = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    diff_inputs = [x for x in inputs if _is_tensor(x) and x.requires_grad]
     result = []
     for x in diff_inputs:
         columns = []
@@ -62,7 +69,7 @@ def numerical_jacobians(func, inputs: tuple, eps: float) -> list:
     return result
 
 
-def analytical_jacobians(output: Tensor, diff_inputs: list, check_grad_dtypes: bool) -> list:
+def analytical_jacobians(output, diff_inputs: list, check_grad_dtypes: bool) -> list:
     """Per input, (input numel, output numel): row by row vector-Jacobian products."""
     from ..creation import zeros_like
     from . import grad
@@ -102,19 +109,19 @@ def _check_backward_multiplies_grad_output(outputs: tuple, diff_inputs: list) ->
 
 
 def _gradcheck(func, inputs: tuple, eps, atol, rtol, nondet_tol, check_grad_dtypes) -> None:
-    diff_inputs = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    diff_inputs = [x for x in inputs if _is_tensor(x) and x.requires_grad]
     if not diff_inputs:
         raise ValueError("gradcheck expects at least one input tensor to require gradient, "
                          "but none of the them have requires_grad=True.")
     for i, x in enumerate(inputs):
-        if isinstance(x, Tensor) and x.requires_grad and x.dtype.name != "float64":
+        if _is_tensor(x) and x.requires_grad and x.dtype.name != "float64":
             warnings.warn(f"Input #{i} requires gradient and is not a double precision "
                           f"floating point or complex. This check will likely fail if all "
                           f"the inputs are not of double precision floating point or "
                           f"complex. ", UserWarning, stacklevel=3)
     outputs = _as_tuple(func(*inputs))
     numerical = numerical_jacobians(func, inputs, eps)
-    tensor_outputs = [o for o in outputs if isinstance(o, Tensor)]
+    tensor_outputs = [o for o in outputs if _is_tensor(o)]
     if not _differentiable(outputs):
         for per_input in numerical:
             if any(np.any(j != 0) for j in per_input):
@@ -177,7 +184,7 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps: float = 1e-6, atol: f
 
     def vjp(*args):
         outputs = _differentiable(func(*args[:-count]))
-        diff_inputs = [x for x in args[:-count] if isinstance(x, Tensor) and x.requires_grad]
+        diff_inputs = [x for x in args[:-count] if _is_tensor(x) and x.requires_grad]
         grads = grad(outputs, diff_inputs, list(args[-count:]), create_graph=True,
                      allow_unused=True)
         return tuple(g for g in grads if g is not None)

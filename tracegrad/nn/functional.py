@@ -25,7 +25,7 @@ from ..functions.naming import composite
 from ..functions.normalization import layer_norm, log_softmax, softmax
 from ..functions.pointwise import gelu, relu, sigmoid, silu, softplus, tanh, where
 from ..functions.reductions import mean, sum
-from ..random import bernoulli_mask
+from ..random import bernoulli
 from ..tensor import Tensor
 
 __all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "leaky_relu",
@@ -65,9 +65,8 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True,
         return input
     if p == 1.0:
         out = input * 0.0
-    else:
-        mask = bernoulli_mask(input._data.shape, 1.0 - p, input.dtype) / (1.0 - p)
-        out = input * Tensor._wrap(mask.astype(input.dtype.numpy, copy=False), input.dtype)
+    else:  # the mask is a random input of a trace: drawn anew on every compiled call
+        out = input * (bernoulli(input._data.shape, 1.0 - p, input.dtype) * (1.0 / (1.0 - p)))
     if inplace:
         return input.copy_(out)
     return out
@@ -133,8 +132,7 @@ def _check_targets(input: Tensor, target: Tensor, ignore_index: int) -> None:
 
 def _pick(input: Tensor, target: Tensor) -> Tensor:
     """`input`'s entries at the target classes (class dimension 1, or 0 when unbatched)."""
-    if input.ndim == 2:
-        return input[np.arange(input._data.shape[0]), target]
+    # gather, not input[arange, target]: the targets stay an input of a traced graph
     if input.ndim == 1:
         return input[target]
     return input.gather(1, target.unsqueeze(1)).squeeze(1)

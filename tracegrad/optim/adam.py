@@ -14,16 +14,27 @@ tensor([0.9000], requires_grad=True), ['exp_avg', 'exp_avg_sq', 'step'])
 
 from __future__ import annotations
 
+from ..compiler.ops import float64
 from ..creation import tensor, zeros_like
 from ..tensor import Tensor
-from .optimizer import ARRAY_MATH, TENSOR_MATH, Optimizer, as_float, bump_versions, on_arrays
+from .optimizer import (
+    ARRAY_MATH,
+    TENSOR_MATH,
+    Optimizer,
+    as_float,
+    betas,
+    bump_versions,
+    numbers,
+    on_arrays,
+)
 
 
-def adam_rule(math, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step: float, *, lr,
-              beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+def adam_rule(math, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, *, lr, beta1,
+              beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
     """One step for one parameter, in place (`step` counts this one: 1 on the first).
 
-    The arrays or tensors are updated in place; `math` matches their kind.
+    The arrays or tensors are updated in place; `math` matches their kind. `step` and the
+    hyperparameters are Python numbers, or 0-d tensors on the tensor path.
     """
     if maximize:
         grad = -grad
@@ -66,11 +77,11 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _update_group(self, group: dict, params: list) -> None:
-        beta1, beta2 = group["betas"]
-        hyper = {"lr": as_float(group["lr"]), "beta1": beta1, "beta2": beta2,
-                 "eps": group["eps"], "weight_decay": group["weight_decay"],
-                 "amsgrad": group["amsgrad"], "maximize": group["maximize"],
-                 "decoupled_weight_decay": group["decoupled_weight_decay"]}
+        dtype = params[0].dtype
+        hyper = numbers(group, ("lr", "weight_decay"), dtype)
+        hyper["beta1"], hyper["beta2"] = betas(group, dtype)
+        hyper.update(eps=group["eps"], amsgrad=group["amsgrad"], maximize=group["maximize"],
+                     decoupled_weight_decay=group["decoupled_weight_decay"])
         for p in params:
             self._update(p, self.state[p], hyper)
 
@@ -93,7 +104,9 @@ class Adam(Optimizer):
                       float(step_t._data), **hyper)
         else:
             step_t += 1
-            adam_rule(TENSOR_MATH, *tensors, step_t.item(), **hyper)
+            # the count as a tensor (not .item(), which a trace would have to guard), in
+            # float64 like PyTorch's Python-number bias corrections
+            adam_rule(TENSOR_MATH, *tensors, step_t.to(float64), **hyper)
 
 
 class AdamW(Adam):

@@ -4,8 +4,10 @@
 Each optimizer writes its update rule once, as a function of arrays-or-tensors and a math
 namespace (`ARRAY_MATH` or `TENSOR_MATH`). Eager steps run the rule on the NumPy arrays
 inside the tensors (a handful of ufunc calls per parameter, then the version counters are
-bumped); anything else (a tensor without a NumPy array, e.g. while tracing) runs the same
-rule with tensor operations under `no_grad`.
+bumped). While a tracer records (`tracegrad.compile`), the same rule runs with tensor
+operations under `no_grad`, so that the trace sees every write, and the numeric
+hyperparameters (`lr`, `momentum`, `betas`, `weight_decay`) are read as inputs of the trace:
+a schedule that changes them needs no re-trace.
 
 >>> import tracegrad as torch
 >>> w = torch.nn.Parameter(torch.ones(2))
@@ -28,6 +30,7 @@ from ..autograd.grad_mode import enable_grad, no_grad
 from ..functions.pointwise import maximum, sqrt
 from ..functions.shaping import clone
 from ..tensor import Tensor
+from ..trace_state import state as _trace
 
 
 class _RequiredParameter:
@@ -191,8 +194,27 @@ def _type_word(t: Tensor) -> str:
 
 
 def on_arrays(*tensors) -> bool:
-    """Whether the fast path applies: every tensor holds a plain NumPy array."""
-    return all(type(t._data) is np.ndarray for t in tensors if t is not None)
+    """Whether the fast path applies: nothing is being traced, and every tensor holds a
+    plain NumPy array."""
+    return _trace.tracer is None and all(type(t._data) is np.ndarray
+                                         for t in tensors if t is not None)
+
+
+def numbers(group: dict, keys: tuple, dtype) -> dict:
+    """The group's numeric hyperparameters `keys` for this step: Python floats, or, while a
+    tracer records, 0-d tensors that are inputs of the trace."""
+    tracer = _trace.tracer
+    if tracer is None:
+        return {key: as_float(group[key]) for key in keys}
+    return {key: tracer.hyperparameter(group, key, dtype) for key in keys}
+
+
+def betas(group: dict, dtype) -> tuple:
+    """`group["betas"]`, as `numbers` reads numbers."""
+    pair, tracer = group["betas"], _trace.tracer
+    if tracer is None:
+        return tuple(as_float(b) for b in pair)
+    return tuple(tracer.hyperparameter(pair, i, dtype) for i in (0, 1))
 
 
 def bump_versions(*tensors) -> None:

@@ -8,7 +8,7 @@ weight decay (PyTorch's `torch.optim.SGD`, same arithmetic in the same order).
 ...     opt.zero_grad(); (w * w).sum().backward(); opt.step()
 >>> w, sorted(opt.state[w])
 (Parameter containing:
-tensor([0.6580], requires_grad=True), ['momentum_buffer'])
+tensor([0.4600], requires_grad=True), ['momentum_buffer'])
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from .optimizer import (
     ARRAY_MATH,
     TENSOR_MATH,
     Optimizer,
-    as_float,
     bump_versions,
+    numbers,
     on_arrays,
     required,
 )
@@ -64,10 +64,10 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _update_group(self, group: dict, params: list) -> None:
-        momentum = group["momentum"]
-        hyper = {"lr": as_float(group["lr"]), "momentum": momentum,
-                 "dampening": group["dampening"], "nesterov": group["nesterov"],
-                 "weight_decay": group["weight_decay"], "maximize": group["maximize"]}
+        momentum = group["momentum"]  # zero or not decides whether there is a buffer
+        hyper = numbers(group, ("lr", "momentum", "weight_decay"), params[0].dtype)
+        hyper.update(dampening=group["dampening"], nesterov=group["nesterov"],
+                     maximize=group["maximize"])
         for p in params:
             state = self.state[p] if momentum != 0 else None  # plain SGD keeps no state
             buf = state.get("momentum_buffer") if momentum != 0 else None

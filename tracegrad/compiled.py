@@ -1,0 +1,182 @@
+"""`tracegrad.compile`: trace a function once, then run its graph on later calls.
+
+The first call with a new signature runs eagerly while being traced (so it returns
+eager's results). The trace becomes a *variant*: a graph plus the guards under which it
+describes a call — the arguments' shapes, dtypes and `requires_grad`, grad mode, Python
+scalar arguments, the identity of the tensors the function reaches (`reachable.py`) and
+the values Python read from tensors (`bool(t)`, `t.item()`). A later call that passes the
+guards runs the graph and writes back every tensor and `.grad` the step changed; a call
+whose value guards fail is discarded before anything is written, and traced anew.
+
+>>> import tracegrad as torch
+>>> @torch.compile
+... def f(x):
+...     return (x * 2).sin().sum()
+>>> x = torch.ones(3)
+>>> bool(f(x) == f(x))
+True
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+import weakref
+
+from . import tracing
+from .autograd import grad_mode
+from .compiled_log import log
+from .compiled_variant import GUARD_FAILED
+from .reachable import identity_key
+from .tensor import Tensor
+
+VARIANT_LIMIT = 8
+# Every compiled function made in this process, for `tracegrad ir` to list (weakly held).
+ALL_COMPILED = weakref.WeakSet()
+
+
+class CompileFallback(RuntimeError):
+    """Raised under `fullgraph=True` when a function cannot be captured whole."""
+
+
+class CompiledFunction:
+    """A function with its compiled variants; call it like the function."""
+
+    def __init__(self, fn, *, fullgraph=False, dynamic=False, cache=True, verify=0):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.fullgraph = fullgraph
+        self.verify_calls = verify
+        self.variants = []
+        self.fallback_reason = None
+        self.fallback_warned = False
+        self.calls = 0
+        self.events = []  # what happened, for explain()
+        ALL_COMPILED.add(self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.fallback_reason is not None:
+            return self.fn(*args, **kwargs)
+        key = call_key(args, kwargs)
+        reach = identity_key(self.fn)
+        for variant in self.variants:
+            if variant.key == key and variant.reach == reach:
+                if self.calls <= self.verify_calls:
+                    return self._verify(variant, args, kwargs)
+                outcome = variant.run(args, kwargs)
+                if outcome is not GUARD_FAILED:
+                    return outcome
+                self._event("guards", f"a value guard of variant {variant.index} failed: "
+                                      f"tracing anew")
+        return self._trace(args, kwargs, key, reach)
+
+    def _trace(self, args, kwargs, key, reach_before):
+        if len(self.variants) >= VARIANT_LIMIT:
+            return self._fall_back(f"more than {VARIANT_LIMIT} variants were needed "
+                                   f"(shapes, guards or captured tensors keep changing)")(
+                *args, **kwargs)
+        from .compiled_variant import Variant, trace_variant
+
+        trace, result, outputs = trace_variant(self.fn, args, kwargs)
+        if trace.broken:
+            if self.fullgraph:
+                tracing.undo(trace.tracer)
+            self._fall_back(trace.broken)
+            return result
+        reach_after = identity_key(self.fn)
+        if reach_after != reach_before:  # the call made new state (optimizer buffers):
+            self._event("recompiles", "the traced call created new state; tracing again "
+                                      "on the next call")
+            return result
+        variant = Variant(len(self.variants), self.fn, trace, outputs, key, reach_after)
+        self.variants.append(variant)
+        self._event("recompiles", f"variant {variant.index} traced: {len(trace.graph.nodes)} "
+                                  f"nodes, {len(trace.guards)} value guards")
+        return result
+
+    def _fall_back(self, reason):
+        """Stop compiling (warn once), or raise under fullgraph=True; returns the function."""
+        if self.fullgraph:
+            raise CompileFallback(f"tracegrad.compile(fullgraph=True): cannot compile "
+                                  f"{self.__name__}: {reason}")
+        self.fallback_reason = reason
+        self._event("recompiles", f"falling back to eager: {reason}")
+        if not self.fallback_warned:
+            self.fallback_warned = True
+            warnings.warn(f"tracegrad.compile: {self.__name__} runs eagerly: {reason}",
+                          stacklevel=4)
+        return self.fn
+
+    def _verify(self, variant, args, kwargs):
+        from .compiled_verify import run_and_compare
+
+        return run_and_compare(self, variant, args, kwargs)
+
+    def _event(self, kind: str, message: str) -> None:
+        self.events.append((kind, message))
+        log(kind, f"{self.__name__}: {message}")
+
+    def __get__(self, obj, objtype=None):  # compiled methods bind like functions
+        return self if obj is None else functools.partial(self, obj)
+
+
+def call_key(args, kwargs) -> tuple:
+    """The static part of a call: tensor types, Python values, grad mode."""
+    return (grad_mode.state.enabled, _key(args), _key(kwargs))
+
+
+def _key(x):
+    if isinstance(x, Tensor):
+        return ("T", x._data.shape, x.dtype, x._requires_grad)
+    if isinstance(x, (tuple, list)):
+        return (type(x).__name__, tuple(_key(i) for i in x))
+    if isinstance(x, dict):
+        return ("dict", tuple((k, _key(v)) for k, v in x.items()))
+    if isinstance(x, (int, float, bool, str, type(None))):
+        return ("S", type(x).__name__, x)
+    return ("O", id(x))
+
+
+def compile(fn=None, *, fullgraph: bool = False, dynamic: bool = False, cache: bool = True,
+            verify: int = 0, backend=None, mode=None):
+    """Compile a function or an `nn.Module` (see SPEC §4.1); usable bare or with arguments.
+
+    >>> import tracegrad as torch
+    >>> square = torch.compile(lambda x: x * x)
+    >>> square(torch.tensor([3.0]))
+    tensor([9.])
+    """
+    if fn is None:
+        return functools.partial(compile, fullgraph=fullgraph, dynamic=dynamic, cache=cache,
+                                 verify=verify)
+    if os.environ.get("TRACEGRAD_DISABLE_COMPILE") == "1":
+        return fn
+    options = dict(fullgraph=fullgraph, dynamic=dynamic, cache=cache, verify=verify)
+    from .nn.module import Module
+
+    if isinstance(fn, Module):
+        from .compiled_module import CompiledModule
+
+        return CompiledModule(fn, **options)
+    return CompiledFunction(fn, **options)
+
+
+def explain(fn, *args, **kwargs) -> dict:
+    """Call `fn` (compiled if it is not) and report, as data, what compilation did.
+
+    >>> import tracegrad as torch
+    >>> report = torch.explain(lambda x: x * 2, torch.ones(2))
+    >>> report["variants"], report["fallback"]
+    (1, None)
+    """
+    compiled = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn)
+    compiled(*args, **kwargs)
+    return {
+        "variants": len(compiled.variants),
+        "guards": [variant.describe_guards() for variant in compiled.variants],
+        "fallback": compiled.fallback_reason,
+        "events": list(compiled.events),
+        "graphs": [variant.graph for variant in compiled.variants],
+    }

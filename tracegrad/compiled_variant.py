@@ -1,0 +1,161 @@
+"""One compiled variant of a function: its graph(s), how to bind inputs, run, write back.
+
+A variant comes from a trace. If the function returned tensors that require grad and did
+not call `backward()` itself (SPEC §4.1, use 1), the trace is extended with the backward:
+the gradients of those outputs with respect to every differentiable input are traced
+through the same derivative rules, and the joint graph is split into a forward that
+saves what the backward needs and a backward that `loss.backward()` runs later.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import tracing
+from .autograd import grad_mode
+from .compiled_backward import attach_backward, spent_backward
+from .compiler.interpret import run_graph
+from .compiler.ops.dtypes import from_numpy
+from .compiler.partition import partition_joint
+from .tensor import Tensor
+
+GUARD_FAILED = object()  # what `Variant.run` returns when a value guard does not hold
+
+
+def trace_variant(fn, args, kwargs):
+    """Trace one call (an eager run); returns (trace, eager result, backward info)."""
+    trace, result = tracing.trace(fn, args, kwargs)
+    trace.stages = {"traced": trace.graph, "joint": trace.graph}
+    results = [t for t in tracing.flatten(result) if isinstance(t, Tensor)]
+    needs_grad = [t._requires_grad for t in results]
+    backward = None
+    if grad_mode.state.enabled and not trace.saw_backward and not trace.broken \
+            and any(needs_grad):
+        backward = _trace_backward(trace, [t for t in results if t._requires_grad])
+    return trace, result, Outputs(needs_grad, [t.grad_fn.name() if t.grad_fn else None
+                                               for t in results], backward)
+
+
+class Outputs:
+    """How a variant's results carry gradients: a compiled backward, or none."""
+
+    def __init__(self, needs_grad: list, grad_names: list, backward):
+        self.needs_grad = needs_grad
+        self.grad_names = grad_names
+        self.backward = backward  # a Backward, or None
+
+
+class Backward:
+    def __init__(self, partition, differentiable: list, grad_present: list):
+        self.partition = partition
+        self.differentiable = differentiable  # the tensors gradients flow to
+        self.grad_present = grad_present  # per differentiable tensor: a gradient exists
+
+
+def _trace_backward(trace, outputs: list) -> Backward:
+    """Extend `trace` with the gradients of `outputs`; split the joint graph."""
+    from .autograd import grad as autograd_grad
+
+    tracer = trace.tracer
+    differentiable = [t for t, _ in trace.arguments + trace.captured if t._requires_grad]
+    forward_outputs = list(tracer.builder.outputs)
+    cotangents, cotangent_values = [], []
+    for i, out in enumerate(outputs):
+        value = tracer.builder.add_input(out._data.shape, out.dtype, name=f"grad_out{i}")
+        cotangent = Tensor._wrap(np.ones_like(out._data), out.dtype)
+        tracer._bind(cotangent, value)
+        cotangents.append(cotangent)
+        cotangent_values.append(value)
+    previous, tracing.state.tracer = tracing.state.tracer, tracer
+    try:
+        grads = autograd_grad(outputs, differentiable, cotangents, retain_graph=True,
+                              allow_unused=True)
+    finally:
+        tracing.state.tracer = previous
+    grad_values = [tracer.value_of(g) for g in grads if g is not None]
+    tracer.builder.set_outputs(forward_outputs + grad_values)
+    joint = tracer.builder.build()
+    partition = partition_joint(joint, cotangent_values, len(forward_outputs))
+    trace.graph = partition.forward
+    trace.stages["joint"] = joint
+    return Backward(partition, differentiable, [g is not None for g in grads])
+
+
+class Variant:
+    """A traced call, ready to run on later calls that pass its guards."""
+
+    def __init__(self, index: int, fn, trace, outputs: Outputs, key, reach):
+        self.index, self.fn, self.trace, self.outputs = index, fn, trace, outputs
+        self.graph = trace.graph
+        self.key, self.reach = key, reach
+        self.result_count = sum(1 for v in tracing.flatten(trace.outputs)
+                                if not tracing.is_scalar(v))
+        owners = trace.tracer.grad_owners
+        self.grad_owner = [owners.get(id(t)) for t, _ in trace.captured]
+
+    def run(self, args, kwargs):
+        """The call's result, or GUARD_FAILED (then nothing has been written)."""
+        arrays = self._bind(args, kwargs)
+        if arrays is None:
+            return GUARD_FAILED
+        outputs = run_graph(self.graph, *arrays)
+        trace = self.trace
+        written = len(trace.writes) + sum(v is not None for _, v in trace.grad_writes)
+        start = self.result_count + written
+        for guard, got in zip(trace.guards, outputs[start:start + len(trace.guards)]):
+            if _python_value(got, guard.kind) != guard.observed:
+                return GUARD_FAILED
+        self._write_back(outputs[self.result_count:start])
+        saved = outputs[start + len(trace.guards):]
+        return self._results(outputs[:self.result_count], saved, {id(a) for a in arrays})
+
+    def _bind(self, args, kwargs):
+        trace = self.trace
+        arrays = {}
+        for (_, tensor), value in zip(tracing.named_arguments(self.fn, args, kwargs),
+                                      trace.explicit):
+            arrays[value] = tensor._data
+        for (tensor, value), owner in zip(trace.captured, self.grad_owner):
+            source = tensor if owner is None else owner._grad  # a .grad: read it afresh
+            if source is None or source._data.shape != tensor._data.shape:
+                return None
+            arrays[value] = source._data
+        for random in trace.random_inputs:
+            arrays[random.value] = np.asarray(random.make())
+        for container, key, value in trace.hyperparameters:
+            arrays[value] = np.array(container[key], dtype=value.dtype.numpy)
+        return [arrays[v] for v in self.graph.inputs]
+
+    def _write_back(self, arrays) -> None:
+        trace = self.trace
+        for (tensor, _), array in zip(trace.writes, arrays):
+            np.copyto(tensor._data, array, casting="unsafe")
+            tensor._version[0] += 1
+        rest = iter(arrays[len(trace.writes):])
+        for tensor, value in trace.grad_writes:
+            tensor._grad = None if value is None else \
+                Tensor._wrap(np.array(next(rest), copy=True), value.dtype)
+
+    def _results(self, arrays, saved, input_ids: set):
+        # A result that is an input passed through is copied: it must not alias state.
+        tensors = [Tensor._wrap(np.array(a, copy=True) if id(a) in input_ids else a,
+                                from_numpy(a.dtype)) for a in arrays]
+        info = self.outputs
+        if info.backward is not None:
+            attach_backward([t for t, needs in zip(tensors, info.needs_grad) if needs],
+                            info.backward, saved)
+        else:
+            for t, needs, name in zip(tensors, info.needs_grad, info.grad_names):
+                if needs:
+                    spent_backward(t, name)
+        pending = iter(tensors)
+        return tracing.map_values(self.trace.outputs, lambda _: next(pending))
+
+    def describe_guards(self) -> dict:
+        return {"signature": self.key, "captured": [r[0] for r in self.reach],
+                "values": [(g.kind, g.observed, g.loc) for g in self.trace.guards]}
+
+
+def _python_value(array, kind: str):
+    value = np.asarray(array).reshape(()).item()
+    return bool(value) if kind == "bool" else value
