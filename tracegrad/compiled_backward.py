@@ -27,11 +27,12 @@ from .tensor import Tensor
 class CompiledBackward(Node):
     """Runs a compiled backward graph (see the module docstring)."""
 
-    def __init__(self, backward, saved: list, outputs: list):
+    def __init__(self, backward, saved: list, outputs: list, differentiable: list):
         edges = [t._edge() if present else None
-                 for t, present in zip(backward.differentiable, backward.grad_present)]
+                 for t, present in zip(differentiable, backward.grad_present)]
         super().__init__(edges)
         self.backward = backward
+        self.dtypes = [t.dtype for t in differentiable]
         self.saved = saved
         self.shapes = [(t._data.shape, t.dtype) for t in outputs]
         self.n_outputs = len(outputs)
@@ -52,17 +53,18 @@ class CompiledBackward(Node):
                           self.shapes)]
         grads = iter(run_graph(self.backward.partition.backward, *cotangents, *self.saved))
         results = []
-        for t, present in zip(self.backward.differentiable, self.backward.grad_present):
-            results.append(Tensor._wrap(next(grads), t.dtype) if present else None)
+        for dtype, present in zip(self.dtypes, self.backward.grad_present):
+            results.append(Tensor._wrap(next(grads), dtype) if present else None)
         return results
 
     def release(self) -> None:
         self.saved = None
 
 
-def attach_backward(outputs: list, backward, saved: list) -> None:
-    """Make `outputs` (the differentiable results, in order) share one compiled node."""
-    node = CompiledBackward(backward, saved, outputs)
+def attach_backward(outputs: list, backward, saved: list, differentiable: list) -> None:
+    """Make `outputs` (the differentiable results, in order) share one compiled node whose
+    gradients flow to `differentiable` (this call's inputs that require grad)."""
+    node = CompiledBackward(backward, saved, outputs, differentiable)
     for nr, t in enumerate(outputs):
         t.grad_fn, t._requires_grad, t._output_nr = node, True, nr
 

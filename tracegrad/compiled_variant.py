@@ -46,10 +46,10 @@ class Outputs:
 
 
 class Backward:
-    def __init__(self, partition, differentiable: list, grad_present: list):
+    def __init__(self, partition, positions: list, grad_present: list):
         self.partition = partition
-        self.differentiable = differentiable  # the tensors gradients flow to
-        self.grad_present = grad_present  # per differentiable tensor: a gradient exists
+        self.positions = positions  # which of (arguments + captured) gradients flow to
+        self.grad_present = grad_present  # per such tensor: whether a gradient exists
 
 
 def _trace_backward(trace, outputs: list) -> Backward:
@@ -57,7 +57,9 @@ def _trace_backward(trace, outputs: list) -> Backward:
     from .autograd import grad as autograd_grad
 
     tracer = trace.tracer
-    differentiable = [t for t, _ in trace.arguments + trace.captured if t._requires_grad]
+    candidates = [t for t, _ in trace.arguments + trace.captured]
+    positions = [i for i, t in enumerate(candidates) if t._requires_grad]
+    differentiable = [candidates[i] for i in positions]
     forward_outputs = list(tracer.builder.outputs)
     cotangents, cotangent_values = [], []
     for i, out in enumerate(outputs):
@@ -78,7 +80,7 @@ def _trace_backward(trace, outputs: list) -> Backward:
     partition = partition_joint(joint, cotangent_values, len(forward_outputs))
     trace.graph = partition.forward
     trace.stages["joint"] = joint
-    return Backward(partition, differentiable, [g is not None for g in grads])
+    return Backward(partition, positions, [g is not None for g in grads])
 
 
 class Variant:
@@ -107,7 +109,8 @@ class Variant:
                 return GUARD_FAILED
         self._write_back(outputs[self.result_count:start])
         saved = outputs[start + len(trace.guards):]
-        return self._results(outputs[:self.result_count], saved, {id(a) for a in arrays})
+        return self._results(outputs[:self.result_count], saved, {id(a) for a in arrays},
+                             args, kwargs)
 
     def _bind(self, args, kwargs):
         trace = self.trace
@@ -136,14 +139,17 @@ class Variant:
             tensor._grad = None if value is None else \
                 Tensor._wrap(np.array(next(rest), copy=True), value.dtype)
 
-    def _results(self, arrays, saved, input_ids: set):
+    def _results(self, arrays, saved, input_ids: set, args, kwargs):
         # A result that is an input passed through is copied: it must not alias state.
         tensors = [Tensor._wrap(np.array(a, copy=True) if id(a) in input_ids else a,
                                 from_numpy(a.dtype)) for a in arrays]
         info = self.outputs
         if info.backward is not None:
+            candidates = [t for _, t in tracing.named_arguments(self.fn, args, kwargs)]
+            candidates += [t for t, _ in self.trace.captured]
             attach_backward([t for t, needs in zip(tensors, info.needs_grad) if needs],
-                            info.backward, saved)
+                            info.backward, saved,
+                            [candidates[i] for i in info.backward.positions])
         else:
             for t, needs, name in zip(tensors, info.needs_grad, info.grad_names):
                 if needs:

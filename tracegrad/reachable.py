@@ -35,8 +35,9 @@ def reachable_tensors(fn) -> list:
 
 def identity_key(fn) -> tuple:
     """What `reachable_tensors` found, as comparable identities (and shapes)."""
-    # A .grad is bound by its owner when the call starts, so only its presence matters.
-    return tuple((path, id(t), t._data.shape, t.dtype, t._requires_grad, t._grad is None)
+    # A .grad read by the function is bound through its owner on each call, so .grad is
+    # left out: a new .grad object every step is the normal case.
+    return tuple((path, id(t), t._data.shape, t.dtype, t._requires_grad)
                  for path, t in reachable_tensors(fn))
 
 

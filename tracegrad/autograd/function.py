@@ -48,6 +48,7 @@ class FunctionCtx:
 
     @property
     def saved_tensors(self) -> tuple:
+        """What `save_for_backward` kept (raises once a backward pass freed it)."""
         if getattr(self, "_freed", False):
             raise RuntimeError(SAVED_TWICE)
         saved = getattr(self, "_saved", None)
@@ -87,6 +88,7 @@ class FunctionNode(FunctionCtx, Node):
         self._outputs = ()  # (shape, dtype) per output, None for non-tensors
 
     def apply(self, grad_outputs: list) -> list:
+        """Run the Function's `backward` on the outputs' gradients; one per input."""
         grads = list(grad_outputs) + [None] * (self.n_outputs - len(grad_outputs))
         if self.materialize_grads:
             grads = [_zeros(spec) if g is None and spec is not None else g
@@ -124,6 +126,7 @@ class FunctionNode(FunctionCtx, Node):
         return grad
 
     def release(self) -> None:
+        """Free the saved tensors (after a backward pass without `retain_graph`)."""
         if getattr(self, "_saved", None):
             self._freed = True
         self._saved = ()
@@ -153,15 +156,18 @@ class Function:
 
     @staticmethod
     def forward(ctx, *args, **kwargs):
+        """The outputs, computed without recording (override; a static method)."""
         raise NotImplementedError("You must implement the forward function for custom "
                                   "autograd.Function.")
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output):
+        """Fill in `ctx` from the inputs and output, when `forward` takes no ctx."""
         raise NotImplementedError("setup_context is not implemented.")
 
     @staticmethod
     def backward(ctx, *grad_outputs):
+        """One gradient (or None) per forward input, given one per output (override)."""
         raise NotImplementedError("You must implement either the backward or vjp method for "
                                   "your custom autograd.Function to use it with backward "
                                   "mode AD.")
@@ -170,6 +176,7 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
+        """Run the operation on `args`; its outputs' `grad_fn` is a new backward node."""
         recording = grad_mode.state.enabled and any(
             isinstance(a, Tensor) and a._requires_grad for a in args)
         edges = tuple(a._edge() if recording and isinstance(a, Tensor) and a._requires_grad
@@ -233,6 +240,7 @@ def once_differentiable(backward):
 
     @functools.wraps(backward)
     def run_without_recording(ctx, *grads):
+        """`backward`, with recording off."""
         with grad_mode.no_grad():
             return backward(ctx, *grads)
 

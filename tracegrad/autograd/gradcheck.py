@@ -183,6 +183,7 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps: float = 1e-6, atol: f
     count = len(grad_outputs)
 
     def vjp(*args):
+        """The input gradients of `func` at `args[:-count]` for grad_outputs `args[-count:]`."""
         outputs = _differentiable(func(*args[:-count]))
         diff_inputs = [x for x in args[:-count] if _is_tensor(x) and x.requires_grad]
         grads = grad(outputs, diff_inputs, list(args[-count:]), create_graph=True,

@@ -58,21 +58,25 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def append(self, module: Module) -> Sequential:
+        """Add `module` at the end."""
         self.add_module(str(len(self)), module)
         return self
 
     def extend(self, modules: Iterable[Module]) -> Sequential:
+        """Add each of `modules` at the end."""
         for module in modules:
             self.append(module)
         return self
 
     def insert(self, index: int, module: Module) -> Sequential:
+        """Put `module` at position `index` (later ones move up by one)."""
         modules = list(self._modules.values())
         modules.insert(index, module)
         self.__dict__["_modules"] = OrderedDict((str(i), m) for i, m in enumerate(modules))
         return self
 
     def forward(self, input):
+        """Each module on the previous one's output."""
         for module in self._modules.values():
             input = module(input)
         return input
@@ -109,15 +113,18 @@ class ModuleList(Module):
         return self.extend(modules)
 
     def append(self, module: Module) -> ModuleList:
+        """Add `module` at the end."""
         self.add_module(str(len(self)), module)
         return self
 
     def extend(self, modules: Iterable[Module]) -> ModuleList:
+        """Add each of `modules` at the end."""
         for module in modules:
             self.append(module)
         return self
 
     def insert(self, index: int, module: Module) -> None:
+        """Put `module` at position `index`."""
         modules = list(self._modules.values())
         modules.insert(index, module)
         self.__dict__["_modules"] = OrderedDict((str(i), m) for i, m in enumerate(modules))
@@ -165,15 +172,19 @@ class ModuleDict(Module):
         return key in self._modules
 
     def keys(self):
+        """The names, in insertion order."""
         return self._modules.keys()
 
     def items(self):
+        """(name, module) pairs."""
         return self._modules.items()
 
     def values(self):
+        """The modules."""
         return self._modules.values()
 
     def update(self, modules) -> None:
+        """Add (or replace) modules from a mapping or (name, module) pairs."""
         items = modules.items() if hasattr(modules, "items") else modules
         for key, module in items:
             self[key] = module

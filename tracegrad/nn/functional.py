@@ -273,10 +273,12 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """`x` where positive, `negative_slope * x` elsewhere."""
     return where(input > 0, input, input * negative_slope)
 
 
 def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
+    """`input` divided by its `p`-norm along `dim` (at least `eps`)."""
     from ..functions.pointwise import clamp
 
     return input / clamp(input.norm(p, dim, keepdim=True), min=eps)

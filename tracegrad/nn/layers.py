@@ -104,6 +104,7 @@ class Embedding(Module):
     @classmethod
     def from_pretrained(cls, embeddings: Tensor, freeze: bool = True,
                         padding_idx: int | None = None, **kwargs) -> Embedding:
+        """An embedding whose table is `embeddings` (frozen unless `freeze=False`)."""
         rows, cols = embeddings.shape
         return cls(rows, cols, padding_idx, _weight=embeddings, _freeze=freeze, **kwargs)
 
@@ -191,6 +192,13 @@ class Flatten(Module):
 
 
 class ReLU(Module):
+    """`max(x, 0)` elementwise.
+
+    >>> import tracegrad as torch
+    >>> ReLU()(torch.tensor([-1.0, 2.0]))
+    tensor([0., 2.])
+    """
+
     def __init__(self, inplace: bool = False):
         super().__init__()
         self.inplace = inplace
@@ -203,6 +211,8 @@ class ReLU(Module):
 
 
 class GELU(Module):
+    """`x * Phi(x)`, exactly (`approximate="none"`) or with the tanh formula."""
+
     def __init__(self, approximate: str = "none"):
         super().__init__()
         self.approximate = approximate
@@ -215,16 +225,22 @@ class GELU(Module):
 
 
 class Tanh(Module):
+    """The hyperbolic tangent, elementwise."""
+
     def forward(self, input: Tensor) -> Tensor:
         return F.tanh(input)
 
 
 class Sigmoid(Module):
+    """`1 / (1 + exp(-x))`, elementwise."""
+
     def forward(self, input: Tensor) -> Tensor:
         return F.sigmoid(input)
 
 
 class SiLU(Module):
+    """`x * sigmoid(x)` (swish), elementwise."""
+
     def __init__(self, inplace: bool = False):
         super().__init__()
         self.inplace = inplace
@@ -237,6 +253,8 @@ class SiLU(Module):
 
 
 class Softplus(Module):
+    """`log(1 + exp(beta * x)) / beta`; the identity above `threshold`."""
+
     def __init__(self, beta: float = 1.0, threshold: float = 20.0):
         super().__init__()
         self.beta = beta
@@ -250,6 +268,8 @@ class Softplus(Module):
 
 
 class Softmax(Module):
+    """Softmax along `dim`: positive values that sum to one."""
+
     def __init__(self, dim: int | None = None):
         super().__init__()
         self.dim = dim
@@ -262,5 +282,7 @@ class Softmax(Module):
 
 
 class LogSoftmax(Softmax):
+    """The logarithm of softmax along `dim`, computed stably."""
+
     def forward(self, input: Tensor) -> Tensor:
         return F.log_softmax(input, self.dim)

@@ -27,11 +27,20 @@ class _WeightedLoss(_Loss):
 
 
 class MSELoss(_Loss):
+    """Mean squared error (`reduction`: "mean", "sum" or "none")."""
+
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.mse_loss(input, target, reduction=self.reduction)
 
 
 class NLLLoss(_WeightedLoss):
+    """Negative log-likelihood of class indices, given log-probabilities.
+
+    >>> import tracegrad as torch
+    >>> NLLLoss()(torch.tensor([[-0.5, -1.0]]), torch.tensor([1]))
+    tensor(1.)
+    """
+
     def __init__(self, weight: Tensor | None = None, size_average=None,
                  ignore_index: int = -100, reduce=None, reduction: str = "mean"):
         super().__init__(weight, size_average, reduce, reduction)
@@ -43,6 +52,9 @@ class NLLLoss(_WeightedLoss):
 
 
 class CrossEntropyLoss(_WeightedLoss):
+    """Cross-entropy of logits against class indices or class probabilities, with class
+    `weight`, `ignore_index` and `label_smoothing` (see `functional.cross_entropy`)."""
+
     def __init__(self, weight: Tensor | None = None, size_average=None,
                  ignore_index: int = -100, reduce=None, reduction: str = "mean",
                  label_smoothing: float = 0.0):

@@ -19,26 +19,13 @@ assignment order, which is the order of `parameters()` and of `state_dict()` (Py
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict, namedtuple
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from ..autograd.grad_mode import no_grad
 from ..compiler.ops.dtypes import DType, float32, float64
 from ..tensor import Tensor
 from .parameter import Parameter
-
-
-class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
-    """What `load_state_dict` found missing or unexpected (PyTorch's named tuple)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        if not self.missing_keys and not self.unexpected_keys:
-            return "<All keys matched successfully>"
-        return super().__repr__()
-
-    __str__ = __repr__
 
 
 def _type_word(tensor: Tensor) -> str:
@@ -62,6 +49,7 @@ class _RemovableHandle:
         self.hooks, self.key = hooks, key
 
     def remove(self) -> None:
+        """Unregister the hook."""
         self.hooks.pop(self.key, None)
 
 
@@ -83,6 +71,7 @@ class Module:
         state["_forward_pre_hooks"] = {}
 
     def forward(self, *args, **kwargs):
+        """The computation: override it; call the module (`module(x)`), not `forward`."""
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required '
                                   f'"forward" function')
 
@@ -174,6 +163,7 @@ class Module:
                       | set(self._modules))
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Add a parameter (or None, a declared but absent one) under `name`."""
         if "_parameters" not in self.__dict__:
             raise AttributeError("cannot assign parameter before Module.__init__() call")
         _check_name(name, "parameter", self)
@@ -201,6 +191,7 @@ class Module:
             self._non_persistent_buffers_set.add(name)
 
     def add_module(self, name: str, module: Module | None) -> None:
+        """Add a child module under `name` (as assigning the attribute does)."""
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{_describe(module)} is not a Module subclass")
         _check_name(name, "module", self)
@@ -209,6 +200,7 @@ class Module:
     register_module = add_module
 
     def get_submodule(self, target: str) -> Module:
+        """The descendant at the dotted path `target` (e.g. `"0.linear"`)."""
         module = self
         for part in target.split(".") if target else ():
             if part not in module._modules:
@@ -219,6 +211,7 @@ class Module:
     # --- iteration ---
     def named_modules(self, memo: set | None = None, prefix: str = "",
                       remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
+        """(dotted name, module) for this module and every descendant, depth first."""
         memo = set() if memo is None else memo
         if remove_duplicate and self in memo:
             return
@@ -231,10 +224,12 @@ class Module:
                 yield from module.named_modules(memo, sub, remove_duplicate)
 
     def modules(self) -> Iterator[Module]:
+        """This module and every descendant, each once."""
         for _, module in self.named_modules():
             yield module
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
+        """(name, module) for the direct children, in registration order."""
         seen = set()
         for name, module in self._modules.items():
             if module is not None and module not in seen:
@@ -242,6 +237,7 @@ class Module:
                 yield name, module
 
     def children(self) -> Iterator[Module]:
+        """The direct children, in registration order."""
         for _, module in self.named_children():
             yield module
 
@@ -259,17 +255,27 @@ class Module:
 
     def named_parameters(self, prefix: str = "", recurse: bool = True,
                          remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, parameter), in registration order, shared parameters once.
+
+        >>> import tracegrad as torch
+        >>> [n for n, _ in torch.nn.Linear(2, 1).named_parameters(prefix="fc")]
+        ['fc.weight', 'fc.bias']
+        """
         return self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        """The parameters (of the descendants too, unless `recurse=False`), e.g. for an
+        optimizer."""
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
     def named_buffers(self, prefix: str = "", recurse: bool = True,
                       remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, buffer), in registration order."""
         return self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
+        """The buffers (persistent or not)."""
         for _, buffer in self.named_buffers(recurse=recurse):
             yield buffer
 
@@ -289,57 +295,15 @@ class Module:
         return destination
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Copy `state_dict`'s tensors into this module's; report missing/unexpected keys."""
-        missing, unexpected, errors = [], [], []
-        for prefix, module in self.named_modules(remove_duplicate=False):
-            prefix = prefix + "." if prefix else ""
-            module._load_own_state(state_dict, prefix, assign, missing, unexpected, errors)
-        if strict:
-            if unexpected:
-                errors.insert(0, "Unexpected key(s) in state_dict: {}. ".format(
-                    ", ".join(f'"{k}"' for k in unexpected)))
-            if missing:
-                errors.insert(0, "Missing key(s) in state_dict: {}. ".format(
-                    ", ".join(f'"{k}"' for k in missing)))
-        if errors:
-            raise RuntimeError("Error(s) in loading state_dict for {}:\n\t{}".format(
-                type(self).__name__, "\n\t".join(errors)))
-        return _IncompatibleKeys(missing, unexpected)
+        """Copy `state_dict`'s tensors into this module's parameters and buffers; with
+        `strict`, missing or unexpected keys are errors, otherwise they are returned."""
+        from .state_loading import load_state_dict
 
-    def _load_own_state(self, state_dict, prefix, assign, missing, unexpected, errors) -> None:
-        local = {**{k: v for k, v in self._parameters.items() if v is not None},
-                 **{k: v for k, v in self._buffers.items()
-                    if v is not None and k not in self._non_persistent_buffers_set}}
-        for name, param in local.items():
-            key = prefix + name
-            if key not in state_dict:
-                missing.append(key)
-                continue
-            value = state_dict[key]
-            if not isinstance(value, Tensor):
-                errors.append(f'While copying the parameter named "{key}", expected '
-                              f'torch.Tensor or Tensor-like object from checkpoint but '
-                              f'received {type(value)}')
-            elif value.shape != param.shape:
-                errors.append(f"size mismatch for {key}: copying a param with shape "
-                              f"{value.shape} from checkpoint, the shape in current model is "
-                              f"{param.shape}.")
-            elif assign:
-                if isinstance(param, Parameter) and not isinstance(value, Parameter):
-                    value = Parameter(value, param.requires_grad)
-                setattr(self, name, value)
-            else:
-                with no_grad():
-                    param.copy_(value)
-        for key in state_dict:
-            if key.startswith(prefix):
-                head = key[len(prefix):].split(".", 1)
-                known = self._modules if len(head) > 1 else local
-                if head[0] not in known:
-                    unexpected.append(key)
+        return load_state_dict(self, state_dict, strict, assign)
 
     # --- modes and conversions ---
     def train(self, mode: bool = True) -> Module:
+        """Set training mode (`mode=True`) or evaluation mode on every submodule."""
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")  # noqa: TRY004 (PyTorch's)
         for module in self.modules():
@@ -347,14 +311,17 @@ class Module:
         return self
 
     def eval(self) -> Module:
+        """Evaluation mode: `train(False)` (dropout becomes the identity)."""
         return self.train(False)
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Turn gradient recording for every parameter on or off (e.g. to freeze)."""
         for p in self.parameters():
             p.requires_grad_(requires_grad)
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the parameters' gradients: `.grad = None`, or zeros in place."""
         for p in self.parameters():
             if p._grad is None:
                 continue
@@ -401,12 +368,15 @@ class Module:
         return self._apply(lambda t: t.to(dtype) if t.is_floating_point() else t)
 
     def float(self) -> Module:
+        """Floating-point parameters and buffers as float32."""
         return self.to(float32)
 
     def double(self) -> Module:
+        """Floating-point parameters and buffers as float64."""
         return self.to(float64)
 
     def cpu(self) -> Module:
+        """The module itself: everything lives in host memory."""
         return self
 
     # --- printing ---

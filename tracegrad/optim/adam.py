@@ -56,6 +56,11 @@ def adam_rule(math, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, *, l
 
 
 class Adam(Optimizer):
+    """Steps of `lr` along the bias-corrected ratio of the gradient's running mean to the
+    root of its running mean square (Kingma and Ba, 2015); `weight_decay` adds
+    `weight_decay * p` to the gradient, `amsgrad` divides by the largest mean square yet.
+    """
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, amsgrad: bool = False, *, foreach=None,
                  maximize: bool = False, capturable: bool = False, differentiable: bool = False,

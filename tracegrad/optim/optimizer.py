@@ -93,6 +93,7 @@ class Optimizer:
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients of every parameter: `.grad = None`, or zeros in place."""
         for group in self.param_groups:
             for p in group["params"]:
                 if p._grad is None:

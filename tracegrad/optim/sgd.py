@@ -47,6 +47,10 @@ def sgd_rule(math, param, grad, buf, *, lr, momentum, dampening, nesterov, weigh
 
 
 class SGD(Optimizer):
+    """`p -= lr * g`, where g is the gradient plus `weight_decay * p`, or its momentum
+    average (`buf = momentum * buf + (1 - dampening) * g`; Nesterov: `g + momentum * buf`).
+    """
+
     def __init__(self, params, lr=1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  foreach=None, differentiable: bool = False, fused=None):

@@ -1,0 +1,351 @@
+"""`tracegrad.compile` gives eager's results in every case of SPEC §4.1–§4.2."""
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+
+import tracegrad as torch
+from tracegrad.compiled import CompileFallback
+from tracegrad.compiler.ir import graph_equal, verify
+from tracegrad.compiler.ir_text import parse_graph, print_graph
+
+nn = torch.nn
+F = nn.functional
+
+
+def check_graphs(compiled):
+    """Every graph a compiled function built verifies and round-trips through text."""
+    for variant in compiled.variants:
+        for graph in variant.trace.stages.values():
+            verify(graph)
+            assert graph_equal(parse_graph(print_graph(graph)), graph)
+
+
+def assert_close(a, b, tol=1e-5):
+    np.testing.assert_allclose(np.asarray(a.detach()), np.asarray(b.detach()), rtol=tol,
+                               atol=tol)
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def batch(seed, n=8):
+    rng = np.random.default_rng(seed)
+    return (torch.tensor(rng.standard_normal((n, 6)).astype(np.float32)),
+            torch.tensor(rng.integers(0, 3, n)))
+
+
+# --- use 1: a differentiable function whose outputs join eager autograd ---
+def test_differentiable_function_forward_and_backward_match_eager():
+    w = torch.randn(4, 3, requires_grad=True)
+
+    def loss_fn(x):
+        return (x @ w).tanh().pow(2).mean()
+
+    compiled = torch.compile(loss_fn)
+    for seed in range(4):
+        x = torch.tensor(np.random.default_rng(seed).standard_normal((5, 4)).astype(np.float32),
+                         requires_grad=True)
+        w.grad = None
+        expected = loss_fn(x)
+        expected.backward()
+        want_w, want_x = w.grad.clone(), x.grad.clone()
+        w.grad, x.grad = None, None
+        got = compiled(x)
+        got.backward()
+        assert_close(got, expected)
+        assert_close(w.grad, want_w)
+        assert_close(x.grad, want_x)
+    assert len(compiled.variants) == 1 and compiled.fallback_reason is None
+    assert compiled.variants[0].outputs.backward is not None  # backward was compiled
+    check_graphs(compiled)
+
+
+def test_compiled_output_continues_into_eager_graph():
+    a = torch.randn(3, requires_grad=True)
+    f = torch.compile(lambda x: x.sin() * 2)
+    for _ in range(2):
+        a.grad = None
+        (f(a * 3).sum() * 5).backward()
+    expected = 30 * torch.cos(a.detach() * 3)
+    assert_close(a.grad, expected)
+
+
+def test_create_graph_through_compiled_function_raises_clearly():
+    x = torch.randn(3, requires_grad=True)
+    f = torch.compile(lambda t: (t ** 3).sum())
+    f(x)
+    y = f(x)
+    with pytest.raises(RuntimeError, match="higher-order gradients"):
+        torch.autograd.grad(y, x, create_graph=True)
+
+
+# --- use 2: a whole training step ---
+@pytest.mark.parametrize("make_optimizer", [
+    lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+    lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    lambda p: torch.optim.Adam(p, lr=0.01),
+    lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+], ids=["sgd-momentum", "sgd-nesterov", "adam", "adamw"])
+def test_training_step_matches_eager_over_steps(make_optimizer):
+    eager_model, compiled_model = make_model(), make_model()
+    eager_opt = make_optimizer(eager_model.parameters())
+    compiled_opt = make_optimizer(compiled_model.parameters())
+
+    def make_step(model, opt):
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return step
+
+    eager_step = make_step(eager_model, eager_opt)
+    compiled_step = torch.compile(make_step(compiled_model, compiled_opt))
+    for i in range(6):
+        x, y = batch(i)
+        assert_close(compiled_step(x, y), eager_step(x, y))
+        for p, q in zip(compiled_model.parameters(), eager_model.parameters()):
+            assert_close(p, q)
+            assert_close(p.grad, q.grad)
+        for p, q in zip(compiled_model.parameters(), eager_model.parameters()):
+            for key, value in eager_opt.state[q].items():
+                assert_close(compiled_opt.state[p][key], value)
+    assert compiled_step.fallback_reason is None
+    assert len(compiled_step.variants) == 1
+    check_graphs(compiled_step)
+
+
+def test_learning_rate_schedule_causes_no_retrace():
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reference = make_model()
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+
+    def step(model, opt, x, y):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    compiled = torch.compile(lambda x, y: step(model, opt, x, y))
+    for i in range(6):
+        for group in opt.param_groups + ref_opt.param_groups:
+            group["lr"] = 0.1 / (i + 1)
+        x, y = batch(i)
+        compiled(x, y)
+        step(reference, ref_opt, x, y)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert_close(p, q)
+    assert len(compiled.variants) == 1
+
+
+# --- use 3: a module ---
+def test_compiled_module_matches_eager_and_shares_parameters():
+    model = make_model()
+    compiled = torch.compile(model)
+    assert [id(p) for p in compiled.parameters()] == [id(p) for p in model.parameters()]
+    for i in range(3):
+        x, _ = batch(i)
+        model.zero_grad()
+        expected = model(x).square().sum()
+        expected.backward()
+        want = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        got = compiled(x).square().sum()
+        got.backward()
+        assert_close(got, expected)
+        for p, g in zip(model.parameters(), want):
+            assert_close(p.grad, g)
+
+
+# --- guards ---
+def test_new_shapes_retrace_and_old_variants_are_reused():
+    f = torch.compile(lambda x: x.exp().sum(dim=-1))
+    for shape in [(2, 3), (4, 3), (2, 3), (4, 3)]:
+        x = torch.randn(*shape)
+        assert_close(f(x), x.exp().sum(dim=-1))
+    assert len(f.variants) == 2
+
+
+def test_if_branch_on_tensor_value_takes_the_right_path():
+    @torch.compile
+    def f(x):
+        if x.sum() > 0:
+            return x * 2
+        return x - 1
+
+    for values in ([1.0, 2.0], [1.0, 2.0], [-5.0, 1.0], [3.0, 3.0], [-1.0, -1.0]):
+        x = torch.tensor(values)
+        expected = x * 2 if sum(values) > 0 else x - 1
+        assert_close(f(x), expected)
+
+
+def test_while_loop_on_norm_matches_eager():
+    def doubling(x):
+        y = x * 2
+        while y.norm() < 1000:
+            y = y * 2
+        return y
+
+    compiled = torch.compile(doubling)
+    for values in ([0.5, -1.2, 0.3], [0.5, -1.2, 0.3], [10.0, 20.0, 5.0], [0.01, 0.0, 0.0]):
+        x = torch.tensor(values)
+        assert_close(compiled(x), doubling(x))
+
+
+def test_closure_parameter_changed_between_calls_is_seen():
+    w = torch.ones(3)
+    f = torch.compile(lambda x: (x * w).sum())
+    x = torch.arange(3.0)
+    assert f(x).item() == 3.0
+    assert f(x).item() == 3.0
+    w.mul_(2)  # changed in place
+    assert f(x).item() == 6.0
+    w = torch.full((3,), 10.0)  # rebound to another tensor: the closure sees the new one
+    assert f(x).item() == 30.0
+
+
+def test_python_scalar_arguments_are_part_of_the_key():
+    f = torch.compile(lambda x, k: x * k)
+    x = torch.ones(2)
+    assert f(x, 2.0).tolist() == [2.0, 2.0]
+    assert f(x, 3.0).tolist() == [3.0, 3.0]
+    assert f(x, 2.0).tolist() == [2.0, 2.0]
+
+
+def test_grad_mode_is_part_of_the_key():
+    w = torch.ones(2, requires_grad=True)
+    f = torch.compile(lambda x: x * w)
+    x = torch.ones(2)
+    assert f(x).requires_grad and f(x).requires_grad
+    with torch.no_grad():
+        assert not f(x).requires_grad
+        assert not f(x).requires_grad
+
+
+def test_variant_limit_falls_back_with_one_warning():
+    f = torch.compile(lambda x: x + 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for n in range(1, 12):
+            assert f(torch.ones(n)).tolist() == [2.0] * n
+    messages = [str(w.message) for w in caught if "tracegrad.compile" in str(w.message)]
+    assert len(messages) == 1 and "variants" in messages[0]
+
+
+# --- fallbacks ---
+def test_numpy_detour_falls_back_with_one_warning_naming_the_line():
+    def f(x):
+        doubled = torch.from_numpy(x.numpy() * 2)
+        return doubled + 1
+
+    compiled = torch.compile(f)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert compiled(torch.ones(2)).tolist() == [3.0, 3.0]
+    messages = [str(w.message) for w in caught if "tracegrad.compile" in str(w.message)]
+    assert len(messages) == 1
+    assert "numpy()" in messages[0] and "test_compile.py" in messages[0]
+
+
+def test_fullgraph_raises_and_restores_state():
+    w = torch.ones(2)
+
+    def f(x):
+        w.add_(1)
+        return torch.from_numpy(x.numpy()) * w
+
+    compiled = torch.compile(f, fullgraph=True)
+    with pytest.raises(CompileFallback, match="numpy"):
+        compiled(torch.ones(2))
+    assert w.tolist() == [1.0, 1.0]
+
+
+def test_error_in_traced_call_leaves_state_unchanged():
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = batch(0)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    compiled = torch.compile(step)
+    compiled(x, y)
+    compiled(x, y)
+    before = copy.deepcopy([p.detach().numpy().copy() for p in model.parameters()])
+    with pytest.raises(RuntimeError):
+        compiled(torch.ones(8, 5), y)  # wrong feature size: fails inside the step
+    after = [p.detach().numpy() for p in model.parameters()]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_disable_compile_environment_variable(monkeypatch):
+    monkeypatch.setenv("TRACEGRAD_DISABLE_COMPILE", "1")
+
+    def f(x):
+        return x
+
+    assert torch.compile(f) is f
+
+
+def test_log_prints_recompiles(monkeypatch, capsys):
+    monkeypatch.setenv("TRACEGRAD_LOG", "recompiles,guards")
+    f = torch.compile(lambda x: x * 2)
+    f(torch.ones(1))
+    f(torch.ones(2))
+    err = capsys.readouterr().err
+    assert err.count("[tracegrad:recompiles]") == 2
+
+
+def test_explain_reports_guards_and_fallbacks():
+    def f(x):
+        return x * 2 if x.sum() > 0 else x
+
+    report = torch.explain(f, torch.ones(2))
+    assert report["variants"] == 1 and report["fallback"] is None
+    assert report["guards"][0]["values"][0][:2] == ("bool", True)
+    broken = torch.explain(lambda x: torch.from_numpy(x.numpy()), torch.ones(2))
+    assert "numpy" in broken["fallback"]
+
+
+def test_verify_compares_against_eager():
+    w = torch.randn(3, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+
+    def step(x):
+        opt.zero_grad()
+        loss = (x * w).sin().sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    compiled = torch.compile(step, verify=3)
+    for i in range(5):
+        compiled(torch.full((3,), float(i)))
+    assert compiled.fallback_reason is None
+
+
+def test_random_ops_are_redrawn_each_call():
+    f = torch.compile(lambda x: x + torch.rand(3))
+    x = torch.zeros(3)
+    results = [f(x).tolist() for _ in range(4)]
+    assert len({tuple(r) for r in results}) == 4
+
+
+def test_dropout_in_training_mode_draws_new_masks():
+    drop = nn.Dropout(0.5)
+    f = torch.compile(lambda x: drop(x))
+    x = torch.ones(64)
+    masks = {tuple((f(x) > 0).tolist()) for _ in range(4)}
+    assert len(masks) == 4
