@@ -35,6 +35,7 @@ def load_peers(names) -> dict:
         import tracegrad
 
         peers["tracegrad eager"] = tracegrad
+        peers["tracegrad compiled"] = tracegrad  # the same step, through tracegrad.compile
     if "torch" in names:
         try:
             os.environ.setdefault("TORCH_USE_RTLD_GLOBAL", "1")
@@ -86,8 +87,11 @@ def run_workload(name: str, peers: dict, rounds: int, data) -> dict:
     expected = reference(data, np.float64)()
     steps = {"NumPy by hand": reference(data, np.float32)}
     errors = {}
+    compile_info = {}
     for label, lib in peers.items():
         step, grads = WORKLOADS[name](lib, data)
+        if label == "tracegrad compiled":
+            step, compile_info = compiled_step(lib, step)
         step()
         errors[label] = gradient_error(grads(), expected)
         steps[label] = step
@@ -97,11 +101,44 @@ def run_workload(name: str, peers: dict, rounds: int, data) -> dict:
         for label, step in steps.items():
             samples[label].append(time_batch(step, counts[label]))
     return {
+        "compile": compile_info,
         "time": {label: statistics.median(s) for label, s in samples.items()},
         "memory": {label: peak_memory(step) for label, step in steps.items()
-                   if label != "PyTorch eager"},
+                   if label in ("NumPy by hand", "tracegrad eager")},
         "error": errors,
     }
+
+
+def compiled_step(lib, step):
+    """`step` through tracegrad.compile, with its trace time and per-call overhead."""
+    compiled = lib.compile(step)
+    start = time.perf_counter()
+    compiled()  # the first call traces (an eager run plus recording)
+    info = {"first call": time.perf_counter() - start}
+    compiled()  # a step that created optimizer state traces once more
+    compiled()
+    info["variants"] = len(compiled.variants)
+    info["fallback"] = compiled.fallback_reason
+    if compiled.variants:
+        info["nodes"] = len(compiled.variants[0].graph.nodes)
+        info["overhead"] = call_overhead(compiled)
+    return compiled, info
+
+
+def call_overhead(compiled) -> float:
+    """Time per compiled call with the graph's execution replaced by its stored result:
+    what guards, binding and write-back cost."""
+    from tracegrad import compiled_variant
+
+    variant = compiled.variants[0]
+    run = compiled_variant.run_graph
+    outputs = run(variant.graph, *variant._bind((), {}))
+    compiled_variant.run_graph = lambda graph, *arrays: outputs
+    try:
+        count = calibrate(compiled)
+        return statistics.median(time_batch(compiled, count) for _ in range(5))
+    finally:
+        compiled_variant.run_graph = run
 
 
 def format_time(seconds: float) -> str:
@@ -134,6 +171,16 @@ def format_table(results: dict) -> str:
         lines.append(f"| {name} | {m['NumPy by hand'] / 2**20:.1f} MiB | "
                      f"{m['tracegrad eager'] / 2**20:.1f} MiB | "
                      f"{r['error']['tracegrad eager']:.1e} |")
+    if any(r["compile"] for r in results.values()):
+        lines += ["", "The compiled path (graph run by the reference NumPy interpreter until the "
+                  "LLVM backend lands): first call (trace), graph nodes, and per-call overhead "
+                  "excluding execution (guards, binding, write-back):", "",
+                  "| workload | first call | nodes | overhead per call |", "|---|---|---|---|"]
+        for name, r in results.items():
+            c = r["compile"]
+            if c:
+                lines.append(f"| {name} | {format_time(c['first call'])} | {c.get('nodes', '–')}"
+                             f" | {format_time(c['overhead']) if 'overhead' in c else '–'} |")
     return "\n".join(lines)
 
 

@@ -339,6 +339,18 @@ def test_state_dict_round_trip_through_pickle():
     assert net.state_dict(keep_vars=True)["0.weight"] is net[0].weight
 
 
+def test_whole_modules_pickle_and_deepcopy():
+    tracegrad.manual_seed(2)
+    net = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.CrossEntropyLoss(
+        weight=tracegrad.ones(4)))
+    for clone in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        assert repr(clone) == repr(net)
+        assert isinstance(clone[0].weight, nn.Parameter) and clone[0].weight.requires_grad
+        assert clone[0].weight._data is not net[0].weight._data
+        assert np.array_equal(clone[0].weight._data, net[0].weight._data)
+        assert [n for n, _ in clone.named_buffers()] == ["2.weight"]
+
+
 def test_load_state_dict_reports_like_torch(torch):
     ours, theirs = nn.Linear(2, 3), torch.nn.Linear(2, 3)
     bad = {"weight": np.zeros((3, 3), np.float32), "extra": np.zeros(1, np.float32)}

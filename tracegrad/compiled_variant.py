@@ -136,8 +136,9 @@ class Variant:
             tensor._version[0] += 1
         rest = iter(arrays[len(trace.writes):])
         for tensor, value in trace.grad_writes:
+            # the graph's outputs are fresh arrays unless an input passes straight through
             tensor._grad = None if value is None else \
-                Tensor._wrap(np.array(next(rest), copy=True), value.dtype)
+                Tensor._wrap(_own(next(rest), trace.graph.inputs, value), value.dtype)
 
     def _results(self, arrays, saved, input_ids: set, args, kwargs):
         # A result that is an input passed through is copied: it must not alias state.
@@ -160,6 +161,10 @@ class Variant:
     def describe_guards(self) -> dict:
         return {"signature": self.key, "captured": [r[0] for r in self.reach],
                 "values": [(g.kind, g.observed, g.loc) for g in self.trace.guards]}
+
+
+def _own(array, inputs, value):
+    return np.array(array, copy=True) if value in inputs else array
 
 
 def _python_value(array, kind: str):

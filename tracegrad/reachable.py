@@ -17,6 +17,7 @@ object, into modules, optimizers and containers, gives the identities to compare
 
 from __future__ import annotations
 
+import functools
 import types
 
 from .tensor import Tensor
@@ -64,13 +65,14 @@ def _roots(fn):
         yield f"default{i}", default
 
 
-def _names(code) -> list:
+@functools.lru_cache(maxsize=4096)
+def _names(code) -> tuple:
     """Global names used by `code` and the functions defined inside it."""
     names = list(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names.extend(_names(const))
-    return list(dict.fromkeys(names))
+    return tuple(dict.fromkeys(names))
 
 
 def _walk(obj, path: str, found: list, seen: set, depth: int) -> None:

@@ -24,6 +24,7 @@ which it differs is not trusted.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import keyword
 from dataclasses import dataclass, field
@@ -262,8 +263,10 @@ def is_scalar(x) -> bool:
 
 def named_arguments(fn, args: tuple, kwargs: dict) -> list:
     """(name, tensor) for every tensor among the arguments, named after the parameters."""
+    if not args and not kwargs:
+        return []
     try:
-        bound = inspect.signature(fn).bind(*args, **kwargs).arguments
+        bound = _signature(fn).bind(*args, **kwargs).arguments
     except (TypeError, ValueError):  # no signature to read: number the arguments
         bound = {f"arg{i}": a for i, a in enumerate(args)} | kwargs
     found, seen = [], set()
@@ -273,6 +276,11 @@ def named_arguments(fn, args: tuple, kwargs: dict) -> list:
                 seen.add(id(tensor))
                 found.append((path, tensor))
     return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(fn):
+    return inspect.signature(fn)
 
 
 def tensor_leaves(structure, path: str):

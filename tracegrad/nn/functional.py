@@ -186,19 +186,21 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     if label_smoothing == 0.0:
         return loss
     # PyTorch's label smoothing: mix in the loss against the uniform distribution
-    classes = input.shape[dim]
-    smooth = -sum(logp * _along(weight, dim, input.ndim) if weight is not None else logp, dim)
+    uniform = _uniform_target_loss(logp, target, weight, ignore_index, reduction)
+    return (1 - label_smoothing) * loss + uniform * (label_smoothing / input.shape[dim])
+
+
+def _uniform_target_loss(logp, target, weight, ignore_index: int, reduction: str) -> Tensor:
+    """The (weighted) sum of -log p over the classes, reduced as nll_loss reduces."""
+    dim = _class_dim(logp)
+    terms = -sum(logp * _along(weight, dim, logp.ndim) if weight is not None else logp, dim)
     ignored = target == ignore_index
-    smooth = where(ignored, 0.0, smooth)
-    if reduction == "mean":
-        if weight is not None:
-            total = sum(where(ignored, 0.0, weight[where(ignored, 0, target)]))
-        else:
-            total = sum(~ignored)
-        smooth = sum(smooth) / total
-    else:
-        smooth = _reduce(smooth, reduction)
-    return (1 - label_smoothing) * loss + smooth * (label_smoothing / classes)
+    terms = where(ignored, 0.0, terms)
+    if reduction != "mean":
+        return _reduce(terms, reduction)
+    if weight is None:
+        return sum(terms) / sum(~ignored)
+    return sum(terms) / sum(where(ignored, 0.0, weight[where(ignored, 0, target)]))
 
 
 def _along(weight: Tensor, dim: int, ndim: int) -> Tensor:
