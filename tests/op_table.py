@@ -38,7 +38,7 @@ PRIMITIVE_TABLE: dict[str, PrimitiveEntry] = {
     # elementwise unary
     "neg": LINEAR, "exp": SMOOTH, "log": SMOOTH, "log1p": SMOOTH, "sin": SMOOTH,
     "cos": SMOOTH, "tanh": SMOOTH, "sigmoid": SMOOTH, "sqrt": SMOOTH, "erf": SMOOTH,
-    "abs": PIECEWISE, "sign": PIECEWISE,
+    "abs": PIECEWISE, "sign": PIECEWISE, "relu": PIECEWISE,
     # elementwise binary
     "add": LINEAR, "sub": LINEAR, "mul": SMOOTH, "div": SMOOTH, "pow": SMOOTH,
     "maximum": PIECEWISE, "minimum": PIECEWISE,

@@ -100,7 +100,10 @@ class Variant:
         arrays = self._bind(args, kwargs)
         if arrays is None:
             return GUARD_FAILED
-        outputs = run_graph(self.graph, *arrays)
+        try:
+            outputs = run_graph(self.graph, *arrays)
+        except Exception:  # noqa: BLE001 - e.g. an index the traced path never met: the
+            return GUARD_FAILED  # guards were not checked yet; tracing anew runs eagerly
         trace = self.trace
         written = len(trace.writes) + sum(v is not None for _, v in trace.grad_writes)
         start = self.result_count + written

@@ -95,9 +95,15 @@ def _children(obj):
     if isinstance(obj, (list, tuple)):
         return list(enumerate(obj))
     state = getattr(obj, "__dict__", None)
-    if isinstance(state, dict):
-        return list(state.items())
-    return []
+    if not isinstance(state, dict):
+        return []
+    if "_parameters" in state and "_modules" in state:  # a module: where its tensors live
+        return [(k, state[k]) for k in ("_parameters", "_buffers", "_modules") if k in state] \
+            + [(k, v) for k, v in state.items() if isinstance(v, Tensor)]
+    if "param_groups" in state and "state" in state:  # an optimizer
+        return [("param_groups", state["param_groups"]), ("state", state["state"])]
+    # other objects: their public attributes (private ones are implementation detail)
+    return [(k, v) for k, v in state.items() if not k.startswith("_")]
 
 
 def _key(key) -> str:

@@ -12,7 +12,7 @@ from .dtypes import ALL_DTYPES, DType, bool_, float32, float64, int32, int64  # 
 from .elementwise import ELEMENTWISE, cast, copy, logical_not, where  # noqa: F401
 from .elementwise import (abs, add, cos, div, eq, erf, exp, ge, gt, le, log, log1p,  # noqa: F401
                           logical_and, logical_or, lt, maximum, minimum, mul, ne, neg, pow,
-                          sigmoid, sign, sin, sqrt, sub, tanh)
+                          relu, sigmoid, sign, sin, sqrt, sub, tanh)
 from .fused import DECOMPOSITIONS, FUSED, gelu, gelu_slope, layer_norm, log_softmax  # noqa: F401
 from .fused import softmax  # noqa: F401
 from .linalg import LINALG, matmul  # noqa: F401

@@ -124,6 +124,9 @@ UNARY = [
           sample=floats((3, 4), away_from=0.0)),
     unary("sign", np.sign, lambda g, x, out: g * 0, saves=(),
           sample=floats((3, 4), away_from=0.0)),
+    # max(x, 0) with gradient 0 at 0 (maximum's rule would split it there)
+    unary("relu", lambda x: np.maximum(x, 0), lambda g, x, out: g.where(out > 0, 0.0),
+          saves=("out",), sample=floats((3, 4), away_from=0.0)),
 ]
 
 BINARY = [
@@ -179,6 +182,6 @@ copy = Primitive("copy", "elementwise", same_shape, lambda x: np.array(x, copy=T
                  (lambda g, x, out: g,), (), floats((3, 4)), backward_name="CloneBackward0")
 
 ELEMENTWISE = [*UNARY, *BINARY, *COMPARE, logical_not, where, cast, copy]
-(neg, exp, log, log1p, sin, cos, tanh, sigmoid, sqrt, erf, abs, sign) = UNARY
+(neg, exp, log, log1p, sin, cos, tanh, sigmoid, sqrt, erf, abs, sign, relu) = UNARY
 (add, sub, mul, div, pow, maximum, minimum) = BINARY
 (lt, le, gt, ge, eq, ne, logical_and, logical_or) = COMPARE

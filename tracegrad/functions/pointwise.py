@@ -36,8 +36,9 @@ def as_operand(x):
 
 def binary(prim, a, b, *, floating: bool = False):
     """Apply a binary primitive after PyTorch's promotion (`floating`: ints become float)."""
-    if type(a) is type(b) and a.dtype is b.dtype and (not floating or a.dtype.is_floating_point):
-        return apply(prim, (a, b), {})
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype is b.dtype and (
+            not floating or a.dtype.is_floating_point):
+        return apply(prim, (a, b), _NO_ATTRS)
     # A Python number of the tensor's category: NumPy keeps it weak, as PyTorch does.
     if type(b) in _WEAK and isinstance(a, Tensor) and a.dtype.category >= _WEAK[type(b)]:
         if a.dtype.is_floating_point or not floating:
@@ -251,7 +252,7 @@ clip = clamp
 
 @composite("relu")
 def relu(input):
-    return where(input > 0, input, 0.0)
+    return apply(ops.relu, (input,), _NO_ATTRS)
 
 
 def gelu(input, approximate: str = "none"):

@@ -256,7 +256,10 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
 def _renormalize_(weight: Tensor, input: Tensor, max_norm: float, norm_type: float) -> None:
     """PyTorch's `max_norm`: rows that are looked up are scaled in place to norm <= max_norm."""
     from ..autograd.grad_mode import no_grad
+    from ..trace_state import state
 
+    if state.tracer is not None:  # the rows to rescale depend on the data: not traceable
+        state.tracer.break_graph("Embedding with max_norm (renormalises rows in place)")
     with no_grad():
         rows = np.unique(input._data)
         data = weight._data
@@ -267,11 +270,17 @@ def _renormalize_(weight: Tensor, input: Tensor, max_norm: float, norm_type: flo
 
 
 def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
-    """Class indices as rows of zeros with a one at the index (int64)."""
+    """Class indices as rows of zeros with a one at the index (int64).
+
+    >>> import tracegrad as torch
+    >>> one_hot(torch.tensor([2, 0]), 3)
+    tensor([[0, 0, 1],
+            [1, 0, 0]])
+    """
     if num_classes < 0:
-        num_classes = int(tensor._data.max()) + 1 if tensor.numel() else 0
-    data = (tensor._data[..., None] == np.arange(num_classes)).astype(np.int64)
-    return Tensor._wrap(data, int64)
+        num_classes = int(tensor.max()) + 1 if tensor.numel() else 0
+    classes = Tensor._wrap(np.arange(num_classes, dtype=np.int64), int64)
+    return (tensor.unsqueeze(-1) == classes).to(int64)
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:

@@ -108,6 +108,7 @@ class Adam(Optimizer):
             adam_rule(ARRAY_MATH, *(None if t is None else t._data for t in tensors),
                       float(step_t._data), **hyper)
         else:
+            tensors = (p, p.grad, *tensors[2:])  # `.grad`: a tracer binds it through `p`
             step_t += 1
             # the count as a tensor (not .item(), which a trace would have to guard), in
             # float64 like PyTorch's Python-number bias corrections

@@ -82,7 +82,7 @@ class SGD(Optimizer):
                 bump_versions(p, buf)
                 if buf is None and new is not None:
                     state["momentum_buffer"] = Tensor._wrap(new, p.dtype)
-            else:
-                new = sgd_rule(TENSOR_MATH, p, grad, buf, **hyper)
+            else:  # `.grad`, not `._grad`: a tracer binds an input gradient through `p`
+                new = sgd_rule(TENSOR_MATH, p, p.grad, buf, **hyper)
                 if buf is None and new is not None:
                     state["momentum_buffer"] = new
