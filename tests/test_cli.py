@@ -73,7 +73,8 @@ def run(capsys, *argv):
 def test_script_shows_every_compiled_function(capsys, script):
     status, out, err = run(capsys, "ir", script)
     assert status == 0, err
-    assert "# function loss_fn, variant 0: loss_fn(x: f32[8,4], y: i64[8]), grad enabled" in out
+    assert ("# function loss_fn, variant 0: loss_fn(x: f32[8,4], y: i64[8]), grad enabled, "
+            "defined at train.py:12\n") in out
     assert "# function train_step, variant 0: train_step(x: f32[8,4], y: i64[8])" in out
     assert "def loss_fn(" in out and "def train_step(" in out
     # the script ran as `python train.py` would, and its printing went to stderr
@@ -118,6 +119,34 @@ def test_functions_compiled_inside_a_function_are_shown(capsys, tmp_path):
     status, out, err = run(capsys, "ir", path)
     assert status == 0, err
     assert "# function lambda, variant 0" in out
+
+
+@pytest.mark.filterwarnings("ignore:tracegrad.compile")
+def test_functions_that_run_eagerly_get_a_note(capsys, tmp_path):
+    path = tmp_path / "detour.py"
+    path.write_text(textwrap.dedent("""\
+        import tracegrad as torch
+
+        good = torch.compile(lambda x: x.sum())
+        detour = torch.compile(lambda x: torch.tensor(x.numpy() * 2))
+        good(torch.ones(2))
+        detour(torch.ones(2))
+        """))
+    status, out, err = run(capsys, "ir", path)
+    assert status == 0
+    assert out.count("# function lambda, variant 0") == 1
+    assert "tracegrad ir: note: lambda runs eagerly: Tensor.numpy() (a NumPy detour) at " \
+           "detour.py:4\n" in err
+
+
+def test_a_module_is_compiled_and_traced(capsys, tmp_path):
+    path = tmp_path / "net.py"
+    path.write_text("from tracegrad import nn\nnet = nn.Sequential(nn.Linear(4, 8), nn.ReLU())\n")
+    status, out, err = run(capsys, "ir", f"{path}:net", "--input", "f32[5,4]")
+    assert status == 0, err
+    assert out.startswith("# function Sequential.forward, variant 0: "
+                          "Sequential.forward(input: f32[5,4]), grad enabled")
+    assert "#   x1  self[0].weight" in out and "-> self[0].weight.grad" in out
 
 
 def test_script_that_compiles_nothing_exits_1(capsys, tmp_path):
@@ -235,6 +264,7 @@ ERRORS = {
                        "tracegrad ir: argument --format: invalid choice: 'png'"),
     "input without function": (["ir", "{script}", "--input", "f32[3]"],
                                "tracegrad ir: --input and --requires-grad need FILE:FUNCTION"),
+    "script exits": (["ir", "{dir}/quits.py"], "tracegrad ir: the script exited with status 3"),
     "script raises": (["ir", "{dir}/bad.py"],
                       "tracegrad ir: the script raised ValueError: bad learning rate: -1"),
     "function raises": (["ir", "{script}:loss_fn", "--input", "f32[8,5]", "--input", "i64[8]"],
@@ -245,6 +275,7 @@ ERRORS = {
 @pytest.mark.parametrize("case", ERRORS)
 def test_mistakes_give_one_line_and_status_2(capsys, script, tmp_path, case):
     (tmp_path / "bad.py").write_text("raise ValueError('bad learning rate: -1')\n")
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(3)\n")
     argv, expected = ERRORS[case]
     fill = {"dir": tmp_path, "script": script}
     status, out, err = run(capsys, *(a.format(**fill) for a in argv))

@@ -21,8 +21,8 @@ back), then the graph as text, DOT or SVG:
 >>> import tracegrad as torch
 >>> f = torch.compile(lambda x: (x * 2).sum())
 >>> _ = f(torch.ones(3))
->>> print(describe_variant(f, f.variants[0], "traced", "text").splitlines()[0])
-# function lambda, variant 0: lambda(x: f32[3]), grad enabled, defined at <doctest ...>:1
+>>> print(describe_variant(f, f.variants[0], "traced", "text").splitlines()[1])
+# stage traced (2 nodes): the forward as captured
 """
 
 from __future__ import annotations

@@ -244,6 +244,14 @@ def undo(tracer: Tracer) -> None:
 def finish(tracer: Tracer, arguments: list, result) -> Trace:
     """The graph and bookkeeping of a completed trace."""
     outputs = map_tensors(result, tracer.value_of)
+    odd = [x for x in flatten(outputs) if not is_scalar(x) and not hasattr(x, "shape")]
+    odd += [x for x in flatten(outputs) if isinstance(x, np.ndarray)]
+    if odd:
+        tracer.break_graph(f"the function returns a {type(odd[0]).__name__}, which a graph "
+                           f"cannot produce")
+    if tracer.broken:
+        return Trace(None, [], [], [], [], [], [], [], None, tracer.broken,
+                     tracer.saw_backward, arguments, tracer)
     seen = arguments + tracer.captured
     writes = [(t, tracer.values[id(t)]) for t, v in seen if tracer.values[id(t)] is not v]
     grad_writes = [(t, None if t._grad is None else tracer.value_of(t._grad))
