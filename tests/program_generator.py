@@ -70,12 +70,13 @@ class InputSpec:
     def is_index(self) -> bool:
         return self.dtype == "int64"
 
-    def source(self) -> str:
+    def source(self, position: int) -> str:
+        """The expression that makes it (`position`: its place among the float inputs)."""
         shape = repr(tuple(self.shape))
         if self.is_index:
             return f"torch.tensor(rng.integers(0, {self.high}, {shape}), dtype=torch.int64)"
         return (f"torch.tensor(rng.standard_normal({shape}), dtype={DTYPE_SHORT[self.dtype]}, "
-                f"requires_grad=requires_grad)")
+                f"requires_grad=grad[{position}])")
 
 
 @dataclass
@@ -96,9 +97,14 @@ class Program:
         """`program(*inputs) -> scalar loss`."""
         return self.namespace["program"]
 
-    def make_inputs(self, seed: int, requires_grad: bool = True) -> list:
-        """Fresh input tensors (same shapes, values drawn from `seed`)."""
+    def make_inputs(self, seed: int, requires_grad=True) -> list:
+        """Fresh input tensors (same shapes, values drawn from `seed`); `requires_grad` is
+        one flag for every float input, or a list of flags, one per float input."""
         return self.namespace["make_inputs"](seed, requires_grad)
+
+    @property
+    def float_inputs(self) -> list:
+        return [spec for spec in self.inputs if not spec.is_index]
 
     @property
     def float_dtypes(self) -> set:
@@ -111,18 +117,20 @@ class Program:
         """`float32` if any float32 value takes part, else `float64`."""
         return "float32" if "float32" in self.float_dtypes else "float64"
 
-    def script(self, value_seeds=(0, 1)) -> str:
+    def script(self, value_seeds=(0, 1), requires_grad=True) -> str:
         """A runnable script: the program, then eager against compiled on `value_seeds`."""
-        seeds = tuple(value_seeds)
-        return self.source + CHECK_TAIL.format(seeds=seeds)
+        return self.source + CHECK_TAIL.format(seeds=tuple(value_seeds),
+                                               requires_grad=requires_grad)
 
 
 CHECK_TAIL = '''
 
 if __name__ == "__main__":
     compiled = torch.compile(program)
+    requires_grad = {requires_grad!r}
     for call, seed in enumerate({seeds!r}):
-        eager_inputs, compiled_inputs = make_inputs(seed), make_inputs(seed)
+        eager_inputs = make_inputs(seed, requires_grad)
+        compiled_inputs = make_inputs(seed, requires_grad)
         loss = program(*eager_inputs)
         loss.backward()
         compiled_loss = compiled(*compiled_inputs)
@@ -241,7 +249,10 @@ class _Builder:
         if not outputs:
             outputs = [self.pool[-1].name]
         args = ", ".join(spec.name for spec in self.inputs)
-        make = ",\n        ".join(spec.source() for spec in self.inputs)
+        positions = iter(range(len(self.inputs)))
+        make = ",\n        ".join(spec.source(0 if spec.is_index else next(positions))
+                                   for spec in self.inputs)
+        floats = sum(not spec.is_index for spec in self.inputs)
         body = list(self.lines) + ["return " + " + ".join(f"{o}.sum()" for o in outputs)]
         source = "\n".join([
             f'"""Random program {self.seed} (tests/program_generator.py)."""',
@@ -252,6 +263,8 @@ class _Builder:
             "",
             "def make_inputs(seed, requires_grad=True):",
             "    rng = np.random.default_rng(seed)",
+            f"    grad = [requires_grad] * {floats} if isinstance(requires_grad, bool) "
+            f"else list(requires_grad)",
             "    return [",
             f"        {make},",
             "    ]",

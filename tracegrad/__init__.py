@@ -11,6 +11,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .allocator import keep_freed_memory as _keep_freed_memory
+
+_keep_freed_memory()  # eager mode's temporaries reuse memory (see allocator.py)
+
 from . import methods as _methods  # noqa: F401  (binds the Tensor's operations)
 from .compiler.ops.dtypes import DType as dtype  # noqa: F401
 from .compiler.ops.dtypes import bool_ as bool  # noqa: A001
