@@ -143,40 +143,20 @@ def sign(input):
     return apply(ops.sign, (input,), {})
 
 
-def exp(input):
-    return unary(ops.exp, input)
+def _float_unary(prim):
+    """The public function for a float primitive: one element at a time, ints as float32."""
+
+    def elementwise(input):
+        return unary(prim, input)
+
+    elementwise.__name__ = elementwise.__qualname__ = prim.name
+    elementwise.__doc__ = f"`{prim.name}` of each element (integer tensors give float32)."
+    return elementwise
 
 
-def log(input):
-    return unary(ops.log, input)
-
-
-def log1p(input):
-    return unary(ops.log1p, input)
-
-
-def sqrt(input):
-    return unary(ops.sqrt, input)
-
-
-def sin(input):
-    return unary(ops.sin, input)
-
-
-def cos(input):
-    return unary(ops.cos, input)
-
-
-def tanh(input):
-    return unary(ops.tanh, input)
-
-
-def sigmoid(input):
-    return unary(ops.sigmoid, input)
-
-
-def erf(input):
-    return unary(ops.erf, input)
+exp, log, log1p, sqrt, sin, cos, tanh, sigmoid, erf = (
+    _float_unary(getattr(ops, name))
+    for name in ("exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid", "erf"))
 
 
 @composite("rsqrt")
