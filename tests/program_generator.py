@@ -207,7 +207,8 @@ class _Builder:
         "unary": 5, "binary": 5, "scalar": 3, "reduce": 3.5, "softmax": 1.5,
         "layer_norm": 1.2, "matmul": 3, "reshape": 1.2, "transpose": 1, "permute": 1,
         "unsqueeze": 0.8, "squeeze": 0.8, "expand": 1, "slice": 1.5, "index": 1.5,
-        "gather": 1.2, "cat": 1.2, "stack": 1, "where": 1.5, "cast": 0.8, "branch": 0.4,
+        "gather": 1.2, "cat": 1.2, "stack": 1, "where": 1.5, "inplace": 1.5, "cast": 3,
+        "branch": 0.4,
     }
 
     def __init__(self, seed: int):
@@ -325,10 +326,14 @@ class _Builder:
             return "float64" if self.dtype == "float32" else "float32"
         return self.dtype
 
-    def emit(self, expr: str, shape: tuple, dtype: str, mag: float, reads) -> Val:
-        name = f"t{self.temps}"
+    def emit(self, expr: str, shape: tuple, dtype: str, mag: float, reads,
+             name: str | None = None) -> Val:
+        """`t<n> = expr` (or, given `name`, the statement `expr` that updates it)."""
+        if name is None:
+            name = f"t{self.temps}"
+            expr = f"{name} = {expr}"
         self.temps += 1
-        self.lines.append(f"{name} = {expr}")
+        self.lines.append(expr)
         for v in reads:
             self.used.add(v.name)
         val = Val(name, tuple(shape), dtype, float(min(mag, 1e30)))
@@ -757,39 +762,89 @@ class _Builder:
             expr = f"torch.broadcast_to({a.name}, {_tuple_src(shape)})"
         return bool(self.emit(expr, shape, a.dtype, a.mag, [a]))
 
-    def step_slice(self) -> bool:
-        a = self.pick(lambda v: v.ndim >= 1 and v.numel > 1)
-        if a is None:
-            return False
+    def basic_index(self, shape: tuple, ints: bool = True) -> tuple[str, tuple]:
+        """A random basic index (slices with steps, integers, `...`) into `shape`: its
+        source and the shape it selects (never empty)."""
         rng = self.rng
-        k = rng.randint(1, a.ndim)
-        trailing = k < a.ndim and rng.random() < 0.3
-        dims = list(range(a.ndim - k, a.ndim)) if trailing else list(range(k))
-        parts, shape = [], list(a.shape)
+        ndim = len(shape)
+        k = rng.randint(1, ndim)
+        trailing = k < ndim and rng.random() < 0.3
+        dims = list(range(ndim - k, ndim)) if trailing else list(range(k))
+        parts, out = [], list(shape)
         for d in dims:
-            n = a.shape[d]
-            if n > 1 and rng.random() < 0.15:  # an integer index drops the dim
+            n = shape[d]
+            if ints and n > 1 and rng.random() < 0.15:  # an integer index drops the dim
                 i = rng.randrange(n)
                 parts.append(str(i - n if rng.random() < 0.3 else i))
-                shape[d] = None
+                out[d] = None
                 continue
             start = rng.choice((None, 0, 1, -1, -2)) if n > 1 else None
             stop = rng.choice((None, None, n - 1, -1, n)) if n > 1 else None
             step = rng.choice((None, None, 2, 3))
-            length = len(range(*slice(start, stop, step).indices(n)))
-            if length == 0:
+            if len(range(*slice(start, stop, step).indices(n))) == 0:
                 start, stop = None, None
-                length = len(range(*slice(start, stop, step).indices(n)))
             text = ("" if start is None else str(start)) + ":" + \
                 ("" if stop is None else str(stop))
-            if step is not None:
-                text += f":{step}"
-            parts.append(text)
-            shape[d] = length
+            parts.append(text if step is None else f"{text}:{step}")
+            out[d] = len(range(*slice(start, stop, step).indices(n)))
         if trailing:
             parts.insert(0, "...")
-        shape = tuple(s for s in shape if s is not None)
-        return bool(self.emit(f"{a.name}[{', '.join(parts)}]", shape, a.dtype, a.mag, [a]))
+        return ", ".join(parts), tuple(s for s in out if s is not None)
+
+    def step_slice(self) -> bool:
+        a = self.pick(lambda v: v.ndim >= 1 and v.numel > 1)
+        if a is None:
+            return False
+        index, shape = self.basic_index(a.shape)
+        return bool(self.emit(f"{a.name}[{index}]", shape, a.dtype, a.mag, [a]))
+
+    def step_inplace(self) -> bool:
+        """An in-place update of a fresh copy: `t = a.clone()`, then `t.mul_(b)`,
+        `t += s`, `t[1:, ::2] = b`, `t[:, 1:].mul_(s)` or `t[idx] = b`."""
+        a = self.pick()
+        if a is None:
+            return False
+        rng = self.rng
+        form = rng.randrange(5) if a.ndim else rng.randrange(2)
+        name = f"t{self.temps}"
+        reads, mag = [a], a.mag
+        copy = rng.choice((f"{a.name}.clone()", f"{a.name} * 1.0", f"{a.name}.clone()"))
+        if form == 0:
+            b = self.pick(lambda v: broadcast(a.shape, v.shape) == a.shape)
+            if b is None:
+                shape = self.partner_shape(a.shape)
+                b = self.new_input(shape if broadcast(a.shape, shape) == a.shape else a.shape)
+            op = rng.choice(("add_", "sub_", "mul_"))
+            update = f"{name}.{op}({b.name})"
+            reads.append(b)
+            mag = a.mag * b.mag if op == "mul_" else a.mag + b.mag
+        elif form == 1:
+            s = rng.choice(SCALARS)
+            op = rng.choice(("+=", "-=", "*="))
+            update = f"{name} {op} {s!r}"
+            mag = a.mag * abs(s) if op == "*=" else a.mag + abs(s)
+        elif form == 2:
+            index, shape = self.basic_index(a.shape)
+            b = self.pick(lambda v: v.name != a.name and broadcast(shape, v.shape) == shape)
+            if b is None:
+                b = self.new_input(shape[rng.randint(0, len(shape)):])
+            update = f"{name}[{index}] = {b.name}"
+            reads.append(b)
+            mag = max(a.mag, b.mag)
+        elif form == 3:
+            index, _ = self.basic_index(a.shape, ints=False)
+            s = rng.choice(SCALARS)
+            update = f"{name}[{index}].{rng.choice(('mul_', 'add_'))}({s!r})"
+            mag = a.mag * (abs(s) + 1)
+        else:  # distinct indices: with repeats, which write wins is unspecified
+            count = rng.randint(1, a.shape[0])
+            rows = rng.sample(range(a.shape[0]), count)
+            b = self.new_input(a.shape[1:] if rng.random() < 0.5 else (count,) + a.shape[1:])
+            update = f"{name}[torch.tensor({rows!r})] = {b.name}"
+            reads.append(b)
+            mag = max(a.mag, b.mag)
+        self.lines.append(f"{name} = {copy}")
+        return bool(self.emit(update, a.shape, a.dtype, mag, reads, name=name))
 
     def step_index(self) -> bool:
         a = self.pick(lambda v: v.ndim >= 1)
@@ -901,8 +956,10 @@ class _Builder:
         if not _fits(shape):
             return False
         mask = f"{p.name} {compare} {q_src}"
-        expr = rng.choice((f"torch.where({mask}, {a.name}, {other})",
-                           f"{a.name}.where({mask}, {other})"))
+        forms = [f"torch.where({mask}, {a.name}, {other})", f"{a.name}.where({mask}, {other})"]
+        if other_shape == () and broadcast(mask_shape, a.shape) == a.shape:
+            forms.append(f"{a.name}.masked_fill({mask}, {other})")
+        expr = rng.choice(forms)
         return bool(self.emit(expr, shape, _promote(a.dtype, other_dtype),
                               max(a.mag, other_mag), reads))
 

@@ -25,10 +25,10 @@ import warnings
 import weakref
 
 from . import tracing
-from .autograd import grad_mode
 from .compiled_log import log
 from .compiled_variant import GUARD_FAILED
-from .reachable import identity_key
+from .autograd import grad_mode
+from .reachable import call_guard, reachable_tensors
 from .tensor import Tensor
 
 VARIANT_LIMIT = 8
@@ -59,10 +59,8 @@ class CompiledFunction:
         self.calls += 1
         if self.fallback_reason is not None:
             return self.fn(*args, **kwargs)
-        key = call_key(args, kwargs)
-        reach = identity_key(self.fn)
         for variant in self.variants:
-            if variant.key == key and variant.reach == reach:
+            if variant.guard(args, kwargs):
                 if self.calls <= self.verify_calls:
                     return self._verify(variant, args, kwargs)
                 outcome = variant.run(args, kwargs)
@@ -70,27 +68,31 @@ class CompiledFunction:
                     return outcome
                 self._event("guards", f"a value guard of variant {variant.index} failed: "
                                       f"tracing anew")
-        return self._trace(args, kwargs, key, reach)
+        return self._trace(args, kwargs)
 
-    def _trace(self, args, kwargs, key, reach_before):
+    def _trace(self, args, kwargs):
         if len(self.variants) >= VARIANT_LIMIT:
             return self._fall_back(f"more than {VARIANT_LIMIT} variants were needed "
                                    f"(shapes, guards or captured tensors keep changing)")(
                 *args, **kwargs)
         from .compiled_variant import Variant, trace_variant
 
+        reach_before = _identities(self.fn)
         trace, result, outputs = trace_variant(self.fn, args, kwargs)
         if trace.broken:
             if self.fullgraph:
                 tracing.undo(trace.tracer)
             self._fall_back(trace.broken)
             return result
-        reach_after = identity_key(self.fn)
-        if reach_after != reach_before:  # the call made new state (optimizer buffers):
+        if _identities(self.fn) != reach_before:  # the call made new state (optimizer
             self._event("recompiles", "the traced call created new state; tracing again "
-                                      "on the next call")
+                                      "on the next call")  # buffers): it was a one-off
             return result
-        variant = Variant(len(self.variants), self.fn, trace, outputs, key, reach_after)
+        exempt = [(container, key) for container, key, _ in trace.hyperparameters]
+        guard = call_guard(self.fn, args, kwargs, exempt)
+        variant = Variant(len(self.variants), self.fn, trace, outputs, guard)
+        variant.key = signature_key(args, kwargs)  # for reports: what the call looked like
+        variant.reach = [(path, id(t)) for path, t in reachable_tensors(self.fn)]
         self.variants.append(variant)
         self._event("recompiles", f"variant {variant.index} traced: {len(trace.graph.nodes)} "
                                   f"nodes, {len(trace.guards)} value guards")
@@ -122,8 +124,12 @@ class CompiledFunction:
         return self if obj is None else functools.partial(self, obj)
 
 
-def call_key(args, kwargs) -> tuple:
-    """The static part of a call: tensor types, Python values, grad mode."""
+def _identities(fn) -> list:
+    return [(path, id(t)) for path, t in reachable_tensors(fn)]
+
+
+def signature_key(args, kwargs) -> tuple:
+    """A description of a call: grad mode and the arguments' types and values."""
     return (grad_mode.state.enabled, _key(args), _key(kwargs))
 
 

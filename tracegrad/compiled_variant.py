@@ -86,10 +86,10 @@ def _trace_backward(trace, outputs: list) -> Backward:
 class Variant:
     """A traced call, ready to run on later calls that pass its guards."""
 
-    def __init__(self, index: int, fn, trace, outputs: Outputs, key, reach):
+    def __init__(self, index: int, fn, trace, outputs: Outputs, guard):
         self.index, self.fn, self.trace, self.outputs = index, fn, trace, outputs
         self.graph = trace.graph
-        self.key, self.reach = key, reach
+        self.guard = guard  # guard(args, kwargs) -> whether this variant describes the call
         self.result_count = sum(1 for v in tracing.flatten(trace.outputs)
                                 if not tracing.is_scalar(v))
         owners = trace.tracer.grad_owners
@@ -162,8 +162,9 @@ class Variant:
         return tracing.map_values(self.trace.outputs, lambda _: next(pending))
 
     def describe_guards(self) -> dict:
-        return {"signature": self.key, "captured": [r[0] for r in self.reach],
-                "values": [(g.kind, g.observed, g.loc) for g in self.trace.guards]}
+        return {"signature": self.key, "captured": [path for path, _ in self.reach],
+                "values": [(g.kind, g.observed, g.loc) for g in self.trace.guards],
+                "checks": self.guard.source}
 
 
 def _own(array, inputs, value):

@@ -1,11 +1,14 @@
-"""The tensors a function can reach without being passed them: its captured state.
+"""The state a function can reach without being passed it, and a guard that it is unchanged.
 
 A compiled function binds the tensors its trace found (parameters in closures, modules
-and optimizers, their gradients and optimizer state) to graph inputs. If on a later call
-the function would find *other* tensor objects there (a replaced parameter, optimizer
-state that did not exist yet), the trace does not describe the call any more. This walk,
-over closure cells, the globals the code names, default arguments and a bound method's
-object, into modules, optimizers and containers, gives the identities to compare.
+and optimizers, optimizer state) to graph inputs, and bakes in the Python values it read
+(a global `scale = 2.0`, a module's `training` flag, an optimizer's `nesterov`). If on a
+later call the function would find *other* tensor objects or values there, the trace no
+longer describes the call. One walk — over closure cells, the globals the code names,
+default arguments and a bound method's object, into modules, optimizers, containers and
+plain objects' public attributes — lists those tensors, and is compiled into a guard: a
+small generated Python function that re-checks exactly what the walk saw (identities,
+lengths, keys, shapes, values), which is far cheaper than walking again on every call.
 
 >>> import tracegrad as torch
 >>> w = torch.ones(2)
@@ -20,49 +23,172 @@ from __future__ import annotations
 import functools
 import types
 
+from .autograd import grad_mode
 from .tensor import Tensor
 
 MAX_DEPTH = 6
-MAX_ITEMS = 10_000  # a walk that finds more gives up on the rest (and says so)
+MAX_ITEMS = 10_000  # a walk that finds more gives up on the rest
+_OPAQUE = (bytes, type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+           types.MethodType)
+_VALUES = (str, int, float, bool, type(None))
 
 
 def reachable_tensors(fn) -> list:
     """(path, tensor) pairs, in a stable order."""
-    found, seen = [], set()
-    for path, obj in _roots(fn):
-        _walk(obj, path, found, seen, 0)
-    return found
+    walk = _Walk(exempt=())
+    walk.run(fn)
+    return walk.found
 
 
-def identity_key(fn) -> tuple:
-    """What `reachable_tensors` found, as comparable identities (and shapes)."""
-    # A .grad read by the function is bound through its owner on each call, so .grad is
-    # left out: a new .grad object every step is the normal case.
-    return tuple((path, id(t), t._data.shape, t.dtype, t._requires_grad)
-                 for path, t in reachable_tensors(fn))
+def call_guard(fn, args: tuple, kwargs: dict, exempt=()):
+    """A function `check(args, kwargs) -> bool`: is a call like this one, reaching the same
+    state? Arguments must match in structure, tensor shapes, dtypes and `requires_grad`
+    and Python values; grad mode must be the same; and `fn` must reach the same tensors and
+    values. `exempt` lists (container, key) pairs read afresh on each call (hyperparameters
+    that are graph inputs): a change there is no reason to trace again.
+    """
+    walk = _Walk(exempt)
+    walk.check(f"GM.enabled is {grad_mode.state.enabled}")
+    walk.check(f"len(A) == {len(args)} and tuple(W) == {walk.const(tuple(kwargs))}")
+    for i, arg in enumerate(args):
+        walk.visit_argument(arg, f"A[{i}]")
+    for key, arg in kwargs.items():
+        walk.visit_argument(arg, f"W[{key!r}]")
+    walk.run(fn)
+    return _compile_guard(walk, fn)
 
 
-def _roots(fn):
+class _Walk:
+    """Visits the reachable objects, collecting tensors and the checks for a guard."""
+
+    def __init__(self, exempt):
+        self.found, self.seen = [], set()
+        self.exempt = {(id(c), k) for c, k in exempt}
+        self.lines, self.constants, self.count = [], [], 0
+
+    def run(self, fn) -> None:
+        for path, expr, obj in _roots(fn, self):
+            self.visit(obj, path, expr, 0)
+
+    def const(self, obj) -> str:
+        self.constants.append(obj)
+        return f"K[{len(self.constants) - 1}]"
+
+    def local(self, expr: str) -> str:
+        name = f"v{self.count}"
+        self.count += 1
+        self.lines.append(f"{name} = {expr}")
+        return name
+
+    def check(self, condition: str) -> None:
+        self.lines.append(f"if not ({condition}): return False")
+
+    def visit_argument(self, obj, expr: str) -> None:
+        """An argument: tensors by type (a new tensor each call is normal), the rest as
+        reachable state."""
+        if isinstance(obj, Tensor):
+            self.check(f"isinstance({expr}, {self.const(Tensor)}) and {expr}._data.shape == "
+                       f"{obj._data.shape!r} and {expr}.dtype is {self.const(obj.dtype)} and "
+                       f"{expr}._requires_grad is {obj._requires_grad}")
+        elif isinstance(obj, (list, tuple)):
+            self.check(f"type({expr}) is {self.const(type(obj))} and len({expr}) == {len(obj)}")
+            for i, item in enumerate(obj):
+                self.visit_argument(item, f"{expr}[{i}]")
+        elif isinstance(obj, dict):
+            self.check(f"type({expr}) is dict and tuple({expr}) == {self.const(tuple(obj))}")
+            for key, item in obj.items():
+                self.visit_argument(item, f"{expr}[{self.const(key)}]")
+        else:
+            self.visit(obj, "argument", expr, 0)
+
+    def visit(self, obj, path: str, expr: str, depth: int) -> None:
+        if isinstance(obj, _VALUES):  # baked into the trace if it was read: must not change
+            self.check(f"type({expr}) is {self.const(type(obj))} and {expr} == "
+                       f"{self.const(obj)}")
+            return
+        if isinstance(obj, _OPAQUE) or depth > MAX_DEPTH or len(self.seen) > MAX_ITEMS:
+            return
+        var = self.local(expr)
+        self.check(f"{var} is {self.const(obj)}")
+        if id(obj) in self.seen:
+            return
+        self.seen.add(id(obj))
+        if isinstance(obj, Tensor):
+            self.found.append((path, obj))
+            # `.data = ...` can swap the array: its shape and dtype must stay
+            self.check(f"{var}._data.shape == {obj._data.shape!r} and {var}.dtype is "
+                       f"{self.const(obj.dtype)} and {var}._requires_grad is "
+                       f"{obj._requires_grad}")
+            return
+        for label, access, item in self.children(obj, var):
+            self.visit(item, f"{path}.{label}", access, depth + 1)
+
+    def children(self, obj, var: str) -> list:
+        if isinstance(obj, dict):
+            self.check(f"len({var}) == {len(obj)} and tuple({var}) == {self.const(tuple(obj))}")
+            return [(_label(k), f"{var}[{self.const(k)}]", v) for k, v in obj.items()
+                    if (id(obj), k) not in self.exempt]
+        if isinstance(obj, (list, tuple)):
+            self.check(f"len({var}) == {len(obj)}")
+            return [(str(i), f"{var}[{i}]", v) for i, v in enumerate(obj)
+                    if (id(obj), i) not in self.exempt]
+        state = getattr(obj, "__dict__", None)
+        if not isinstance(state, dict):
+            return []
+        keys = _attributes(state)
+        return [(k, f"{var}.__dict__[{k!r}]", state[k]) for k in keys]
+
+
+def _attributes(state: dict) -> list:
+    """Which attributes of an object hold what a traced function may depend on."""
+    if "_parameters" in state and "_modules" in state:  # a module: tensors and settings
+        return [k for k, v in state.items() if k in ("_parameters", "_buffers", "_modules")
+                or isinstance(v, (Tensor, *_VALUES))]
+    if "param_groups" in state and "state" in state:  # an optimizer
+        return ["param_groups", "state"]
+    return [k for k in state if not k.startswith("_")]  # private ones are implementation
+
+
+def _roots(fn, walk: _Walk):
+    """(path, expression, object) for each place a function can reach state from."""
     if isinstance(fn, types.MethodType):
-        yield "self", fn.__self__
+        yield "self", "S", fn.__self__
         fn = fn.__func__
     if hasattr(fn, "forward") and not isinstance(fn, types.FunctionType):  # a module
-        yield "self", fn
+        yield "self", "S", fn
         return
     code = getattr(fn, "__code__", None)
     if code is None:
         return
-    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
+    for i, (name, cell) in enumerate(zip(code.co_freevars, fn.__closure__ or ())):
         try:
-            yield name, cell.cell_contents
+            yield name, f"C[{i}].cell_contents", cell.cell_contents
         except ValueError:  # an empty cell: the variable is not assigned yet
             continue
     module_globals = getattr(fn, "__globals__", {})
     for name in _names(code):
         if name in module_globals:
-            yield name, module_globals[name]
+            yield name, f"G[{name!r}]", module_globals[name]
     for i, default in enumerate(fn.__defaults__ or ()):
-        yield f"default{i}", default
+        yield f"default{i}", f"D[{i}]", default
+
+
+def _compile_guard(walk: _Walk, fn):
+    body = "\n".join(f"        {line}" for line in walk.lines) or "        pass"
+    source = (f"def guard(S, C, G, D, K, GM, A, W):\n    try:\n{body}\n"
+              f"    except Exception:\n        return False\n    return True\n")
+    namespace: dict = {}
+    exec(compile(source, "<tracegrad guard>", "exec"), namespace)  # noqa: S102 - our own code
+    guard = namespace["guard"]
+    target = fn.__func__ if isinstance(fn, types.MethodType) else fn
+    owner = fn.__self__ if isinstance(fn, types.MethodType) else fn
+    closure = getattr(target, "__closure__", None) or ()
+    module_globals = getattr(target, "__globals__", {})
+    defaults = getattr(target, "__defaults__", None) or ()
+    check = functools.partial(guard, owner, closure, module_globals, defaults,
+                              walk.constants, grad_mode.state)
+    check.source = source  # for explain() and debugging
+    return check
 
 
 @functools.lru_cache(maxsize=4096)
@@ -75,36 +201,5 @@ def _names(code) -> tuple:
     return tuple(dict.fromkeys(names))
 
 
-def _walk(obj, path: str, found: list, seen: set, depth: int) -> None:
-    if depth > MAX_DEPTH or len(seen) > MAX_ITEMS or id(obj) in seen:
-        return
-    if isinstance(obj, (str, bytes, int, float, bool, type(None), type, types.ModuleType,
-                        types.FunctionType, types.BuiltinFunctionType)):
-        return
-    seen.add(id(obj))
-    if isinstance(obj, Tensor):
-        found.append((path, obj))
-        return
-    for key, item in _children(obj):
-        _walk(item, f"{path}.{key}", found, seen, depth + 1)
-
-
-def _children(obj):
-    if isinstance(obj, dict):
-        return [(_key(k), v) for k, v in obj.items()]
-    if isinstance(obj, (list, tuple)):
-        return list(enumerate(obj))
-    state = getattr(obj, "__dict__", None)
-    if not isinstance(state, dict):
-        return []
-    if "_parameters" in state and "_modules" in state:  # a module: where its tensors live
-        return [(k, state[k]) for k in ("_parameters", "_buffers", "_modules") if k in state] \
-            + [(k, v) for k, v in state.items() if isinstance(v, Tensor)]
-    if "param_groups" in state and "state" in state:  # an optimizer
-        return [("param_groups", state["param_groups"]), ("state", state["state"])]
-    # other objects: their public attributes (private ones are implementation detail)
-    return [(k, v) for k, v in state.items() if not k.startswith("_")]
-
-
-def _key(key) -> str:
+def _label(key) -> str:
     return key if isinstance(key, str) else f"[{type(key).__name__}@{id(key):x}]"
