@@ -132,7 +132,7 @@ def call_overhead(compiled) -> float:
 
     variant = compiled.variants[0]
     run = compiled_variant.run_graph
-    outputs = run(variant.graph, *variant._bind((), {}))
+    outputs = run(variant.graph, *[source((), {}) for source in variant.sources])
     compiled_variant.run_graph = lambda graph, *arrays: outputs
     try:
         count = calibrate(compiled)

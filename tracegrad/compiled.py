@@ -90,7 +90,7 @@ class CompiledFunction:
             return result
         exempt = [(container, key) for container, key, _ in trace.hyperparameters]
         guard = call_guard(self.fn, args, kwargs, exempt)
-        variant = Variant(len(self.variants), self.fn, trace, outputs, guard)
+        variant = Variant(len(self.variants), self.fn, trace, outputs, guard, args, kwargs)
         variant.key = signature_key(args, kwargs)  # for reports: what the call looked like
         variant.reach = [(path, id(t)) for path, t in reachable_tensors(self.fn)]
         self.variants.append(variant)

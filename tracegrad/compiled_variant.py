@@ -84,72 +84,57 @@ def _trace_backward(trace, outputs: list) -> Backward:
 
 
 class Variant:
-    """A traced call, ready to run on later calls that pass its guards."""
+    """A traced call, ready to run on later calls that pass its guards.
 
-    def __init__(self, index: int, fn, trace, outputs: Outputs, guard):
+    Everything a call needs is worked out here once: where each graph input comes from,
+    and which graph outputs are results, write-backs, guard values and saved values.
+    """
+
+    def __init__(self, index: int, fn, trace, outputs: Outputs, guard, args, kwargs):
         self.index, self.fn, self.trace, self.outputs = index, fn, trace, outputs
         self.graph = trace.graph
         self.guard = guard  # guard(args, kwargs) -> whether this variant describes the call
-        self.result_count = sum(1 for v in tracing.flatten(trace.outputs)
-                                if not tracing.is_scalar(v))
         owners = trace.tracer.grad_owners
         self.grad_owner = [owners.get(id(t)) for t, _ in trace.captured]
+        getters = _argument_getters(args, kwargs)
+        self.argument_getters = [getters[id(t)] for t, _ in trace.arguments]
+        self.sources = _input_sources(self, trace)
+        self.result_count = sum(1 for v in tracing.flatten(trace.outputs)
+                                if not tracing.is_scalar(v))
+        written = len(trace.writes) + sum(v is not None for _, v in trace.grad_writes)
+        self.guards_start = self.result_count + written
+        self.saved_start = self.guards_start + len(trace.guards)
 
     def run(self, args, kwargs):
         """The call's result, or GUARD_FAILED (then nothing has been written)."""
-        arrays = self._bind(args, kwargs)
-        if arrays is None:
-            return GUARD_FAILED
         try:
+            arrays = [source(args, kwargs) for source in self.sources]
             outputs = run_graph(self.graph, *arrays)
-        except Exception:  # noqa: BLE001 - e.g. an index the traced path never met: the
-            return GUARD_FAILED  # guards were not checked yet; tracing anew runs eagerly
-        trace = self.trace
-        written = len(trace.writes) + sum(v is not None for _, v in trace.grad_writes)
-        start = self.result_count + written
-        for guard, got in zip(trace.guards, outputs[start:start + len(trace.guards)]):
+        except Exception:  # noqa: BLE001 - a missing .grad, or an index the traced path
+            return GUARD_FAILED  # never met: nothing is written; tracing anew runs eagerly
+        guards = self.trace.guards
+        for guard, got in zip(guards, outputs[self.guards_start:self.saved_start]):
             if _python_value(got, guard.kind) != guard.observed:
                 return GUARD_FAILED
-        self._write_back(outputs[self.result_count:start])
-        saved = outputs[start + len(trace.guards):]
-        return self._results(outputs[:self.result_count], saved, {id(a) for a in arrays},
+        self._write_back(outputs[self.result_count:self.guards_start], arrays)
+        return self._results(outputs[:self.result_count], outputs[self.saved_start:], arrays,
                              args, kwargs)
 
-    def _bind(self, args, kwargs):
-        trace = self.trace
-        arrays = {}
-        for (_, tensor), value in zip(tracing.named_arguments(self.fn, args, kwargs),
-                                      trace.explicit):
-            arrays[value] = tensor._data
-        for (tensor, value), owner in zip(trace.captured, self.grad_owner):
-            source = tensor if owner is None else owner._grad  # a .grad: read it afresh
-            if source is None or source._data.shape != tensor._data.shape:
-                return None
-            arrays[value] = source._data
-        for random in trace.random_inputs:
-            arrays[random.value] = np.asarray(random.make())
-        for container, key, value in trace.hyperparameters:
-            arrays[value] = np.array(container[key], dtype=value.dtype.numpy)
-        return [arrays[v] for v in self.graph.inputs]
-
-    def _write_back(self, arrays) -> None:
+    def _write_back(self, arrays, inputs) -> None:
         trace = self.trace
         for (tensor, _), array in zip(trace.writes, arrays):
             np.copyto(tensor._data, array, casting="unsafe")
             tensor._version[0] += 1
         rest = iter(arrays[len(trace.writes):])
         for tensor, value in trace.grad_writes:
-            # the graph's outputs are fresh arrays unless an input passes straight through
             tensor._grad = None if value is None else \
-                Tensor._wrap(_own(next(rest), trace.graph.inputs, value), value.dtype)
+                Tensor._wrap(_fresh(next(rest), inputs), value.dtype)
 
-    def _results(self, arrays, saved, input_ids: set, args, kwargs):
-        # A result that is an input passed through is copied: it must not alias state.
-        tensors = [Tensor._wrap(np.array(a, copy=True) if id(a) in input_ids else a,
-                                from_numpy(a.dtype)) for a in arrays]
+    def _results(self, arrays, saved, inputs, args, kwargs):
+        tensors = [Tensor._wrap(_fresh(a, inputs), from_numpy(a.dtype)) for a in arrays]
         info = self.outputs
         if info.backward is not None:
-            candidates = [t for _, t in tracing.named_arguments(self.fn, args, kwargs)]
+            candidates = [get(args, kwargs) for get in self.argument_getters]
             candidates += [t for t, _ in self.trace.captured]
             attach_backward([t for t, needs in zip(tensors, info.needs_grad) if needs],
                             info.backward, saved,
@@ -167,8 +152,59 @@ class Variant:
                 "checks": self.guard.source}
 
 
-def _own(array, inputs, value):
-    return np.array(array, copy=True) if value in inputs else array
+def _fresh(array, inputs):
+    """`array`, copied if it is one of the inputs passed straight through (a result must
+    not alias state the next call overwrites)."""
+    return np.array(array, copy=True) if any(array is i for i in inputs) else array
+
+
+def _argument_getters(args, kwargs) -> dict:
+    """id(tensor) -> a function reading that tensor from a later call's (args, kwargs)."""
+    getters = {}
+
+    def visit(x, path):
+        if isinstance(x, Tensor):
+            getters.setdefault(id(x), _getter(path))
+        elif isinstance(x, (list, tuple)):
+            for i, item in enumerate(x):
+                visit(item, path + (i,))
+        elif isinstance(x, dict):
+            for key, item in x.items():
+                visit(item, path + (key,))
+
+    for i, arg in enumerate(args):
+        visit(arg, (0, i))
+    for key, arg in kwargs.items():
+        visit(arg, (1, key))
+    return getters
+
+
+def _getter(path):
+    def get(args, kwargs):
+        x = (args, kwargs)
+        for key in path:
+            x = x[key]
+        return x
+
+    return get
+
+
+def _input_sources(variant, trace) -> list:
+    """Per graph input, a function (args, kwargs) -> its array for this call."""
+    by_value = {}
+    for get, (_, value) in zip(variant.argument_getters, trace.arguments):
+        by_value[value] = lambda a, k, get=get: get(a, k)._data
+    for (tensor, value), owner in zip(trace.captured, variant.grad_owner):
+        if owner is None:
+            by_value[value] = lambda a, k, t=tensor: t._data
+        else:  # a .grad: read afresh through its owner (None raises: no variant then)
+            by_value[value] = lambda a, k, o=owner: o._grad._data
+    for random in trace.random_inputs:
+        by_value[random.value] = lambda a, k, make=random.make: np.asarray(make())
+    for container, key, value in trace.hyperparameters:
+        by_value[value] = (lambda a, k, c=container, key=key, d=value.dtype.numpy:
+                           np.array(c[key], dtype=d))
+    return [by_value[v] for v in trace.graph.inputs]
 
 
 def _python_value(array, kind: str):

@@ -54,6 +54,11 @@ def call_guard(fn, args: tuple, kwargs: dict, exempt=()):
         walk.visit_argument(arg, f"A[{i}]")
     for key, arg in kwargs.items():
         walk.visit_argument(arg, f"W[{key!r}]")
+    # The trace saw one input where an argument was passed twice: aliasing must match.
+    leaves = walk.argument_tensors
+    for i, (expr_a, a) in enumerate(leaves):
+        for expr_b, b in leaves[i + 1:]:
+            walk.check(f"({expr_a} is {expr_b}) is {a is b}")
     walk.run(fn)
     return _compile_guard(walk, fn)
 
@@ -65,6 +70,7 @@ class _Walk:
         self.found, self.seen = [], set()
         self.exempt = {(id(c), k) for c, k in exempt}
         self.lines, self.constants, self.count = [], [], 0
+        self.argument_tensors = []  # (expression, tensor) of the call's tensor arguments
 
     def run(self, fn) -> None:
         for path, expr, obj in _roots(fn, self):
@@ -87,6 +93,7 @@ class _Walk:
         """An argument: tensors by type (a new tensor each call is normal), the rest as
         reachable state."""
         if isinstance(obj, Tensor):
+            self.argument_tensors.append((expr, obj))
             self.check(f"isinstance({expr}, {self.const(Tensor)}) and {expr}._data.shape == "
                        f"{obj._data.shape!r} and {expr}.dtype is {self.const(obj.dtype)} and "
                        f"{expr}._requires_grad is {obj._requires_grad}")
