@@ -1,0 +1,221 @@
+"""The compiled-program cache: in memory, then on disk, then compile.
+
+A program is found by a key: the SHA-256 of its LLVM IR text together with everything the
+machine code depends on (llvmlite and LLVM versions, target triple, CPU name and feature
+string, optimisation level, this file's format version). Same key, same machine code.
+
+On disk (``~/.cache/tracegrad``, or ``TRACEGRAD_CACHE_DIR``) each entry is one file,
+``<key>.tgo``::
+
+    tracegrad-object 1\\n
+    {"key": ..., "size": ..., "sha256": ..., "externals": [...]}\\n
+    <object code>
+
+Entries are written to a temporary file in the same directory and renamed over the
+target (``os.replace`` is atomic), so a reader sees a whole entry or none, and two
+processes compiling the same program both succeed (the last rename wins; both files are
+equally good). A read checks the magic line, the key, the size and the checksum of the
+object code, and anything that fails is logged, ignored and rebuilt: an entry is never
+trusted because of its name. A directory that cannot be written (read-only, full) costs
+one warning; the program still runs, from memory.
+
+>>> cache = ProgramCache(enabled=False)
+>>> native = cache.compile_module("define void @f() {\\n  ret void\\n}", ["f"])
+>>> cache.stats.compiles
+1
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+
+from .engine import Engine, NativeModule, ObjectCode, default_engine
+
+FORMAT_VERSION = 1
+MAGIC = b"tracegrad-object %d\n" % FORMAT_VERSION
+SUFFIX = ".tgo"
+ENVIRONMENT_VARIABLE = "TRACEGRAD_CACHE_DIR"
+
+log = logging.getLogger("tracegrad.runtime.cache")
+
+
+def default_directory() -> pathlib.Path:
+    """``TRACEGRAD_CACHE_DIR`` if set, else ``~/.cache/tracegrad``."""
+    configured = os.environ.get(ENVIRONMENT_VARIABLE)
+    if configured:
+        return pathlib.Path(configured).expanduser()
+    return pathlib.Path.home() / ".cache" / "tracegrad"
+
+
+def cache_key(ir_text: str, engine: Engine) -> str:
+    """The hex SHA-256 that names ``ir_text`` compiled by ``engine`` on this machine."""
+    host = engine.host
+    parts = [f"format={FORMAT_VERSION}", f"opt={engine.opt_level}",
+             f"llvmlite={host.llvmlite_version}", f"llvm={host.llvm_version}",
+             f"triple={host.triple}", f"cpu={host.cpu}", f"features={host.features}",
+             "ir=" + hashlib.sha256(ir_text.encode()).hexdigest()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+@dataclass
+class CacheStats:
+    memory_hits: int = 0
+    disk_hits: int = 0
+    compiles: int = 0
+    rejected_entries: int = 0  # on disk but corrupt, truncated or for another key
+    failed_writes: int = 0
+
+
+class CorruptEntryError(ValueError):
+    """A cache file that is not a whole, intact entry for the key asked for."""
+
+
+class ProgramCache:
+    """Compiled programs by key. ``enabled=False`` keeps it in memory only (``cache=False``).
+
+    Safe to share between threads; a process can share the directory with others.
+    """
+
+    def __init__(self, engine: Engine | None = None, directory: str | os.PathLike | None = None,
+                 *, enabled: bool = True):
+        self.engine = engine or default_engine()
+        self.directory = pathlib.Path(directory) if directory else default_directory()
+        self.enabled = enabled
+        self.stats = CacheStats()
+        self._programs: dict[str, NativeModule] = {}
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def compile_module(self, ir_text: str, entry_points: list[str], *,
+                       use_disk: bool = True) -> NativeModule:
+        """What ``Engine.compile_module`` returns, compiling only if no cache has it."""
+        key = cache_key(ir_text, self.engine)
+        native = self._programs.get(key)
+        if native is None:
+            native = self._build_once(key, ir_text, use_disk and self.enabled)
+        else:
+            self.stats.memory_hits += 1
+        native.require(entry_points)
+        return native
+
+    def _build_once(self, key: str, ir_text: str, use_disk: bool) -> NativeModule:
+        with self._lock:  # one build per key, even when two threads ask at once
+            native = self._programs.get(key)
+            if native is None:
+                native = self._programs[key] = self._build(key, ir_text, use_disk)
+            else:
+                self.stats.memory_hits += 1
+            return native
+
+    def entry_path(self, key: str) -> pathlib.Path:
+        return self.directory / (key + SUFFIX)
+
+    def clear_memory(self) -> None:
+        """Forget the programs held in memory (those in use stay alive while referenced)."""
+        with self._lock:
+            self._programs.clear()
+
+    def _build(self, key: str, ir_text: str, use_disk: bool) -> NativeModule:
+        object_code = self._read(key) if use_disk else None
+        if object_code is not None:
+            self.stats.disk_hits += 1
+        else:
+            object_code = self.engine.compile_object(ir_text)
+            self.stats.compiles += 1
+            if use_disk:
+                self._write(key, object_code)
+        return self.engine.load_object(object_code, [])
+
+    def _read(self, key: str) -> ObjectCode | None:
+        path = self.entry_path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            log.warning("cannot read cache entry %s (%s); recompiling", path, error)
+            return None
+        try:
+            return decode_entry(data, key)
+        except CorruptEntryError as error:
+            self.stats.rejected_entries += 1
+            log.warning("ignoring cache entry %s: %s; recompiling", path, error)
+            return None
+
+    def _write(self, key: str, object_code: ObjectCode) -> None:
+        temporary = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-",
+                                                 suffix=SUFFIX)
+            with os.fdopen(handle, "wb") as file:
+                file.write(encode_entry(key, object_code))
+            os.replace(temporary, self.entry_path(key))
+        except OSError as error:
+            self.stats.failed_writes += 1
+            if temporary is not None:
+                _remove_quietly(temporary)
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"tracegrad cannot write its compile cache in {self.directory} "
+                              f"({error}); compiled programs are kept in memory only",
+                              RuntimeWarning, stacklevel=4)
+
+
+def encode_entry(key: str, object_code: ObjectCode) -> bytes:
+    """The bytes of a cache file for ``object_code`` under ``key``."""
+    header = {"key": key, "size": len(object_code.code),
+              "sha256": hashlib.sha256(object_code.code).hexdigest(),
+              "externals": list(object_code.externals)}
+    return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + object_code.code
+
+
+def decode_entry(data: bytes, key: str) -> ObjectCode:
+    """The object code in a cache file, or ``CorruptEntryError`` saying why it cannot be trusted."""
+    if not data.startswith(MAGIC):
+        raise CorruptEntryError("not a tracegrad cache entry of this format")
+    end = data.find(b"\n", len(MAGIC))
+    if end < 0:
+        raise CorruptEntryError("truncated header")
+    try:
+        header = json.loads(data[len(MAGIC):end])
+        expected = (header["key"], header["size"], header["sha256"], header["externals"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise CorruptEntryError(f"unreadable header ({error})") from None
+    code = data[end + 1:]
+    if expected[0] != key:
+        raise CorruptEntryError("entry is for another key")
+    if len(code) != expected[1]:
+        raise CorruptEntryError(f"object code is {len(code)} bytes, header says {expected[1]}")
+    if hashlib.sha256(code).hexdigest() != expected[2]:
+        raise CorruptEntryError("object code does not match its checksum")
+    return ObjectCode(code, tuple(expected[3]))
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+_default_cache: ProgramCache | None = None
+_default_lock = threading.Lock()
+
+
+def default_cache() -> ProgramCache:
+    """The process's shared cache, on the default engine and directory."""
+    global _default_cache
+    if _default_cache is None:
+        with _default_lock:
+            if _default_cache is None:
+                _default_cache = ProgramCache()
+    return _default_cache

@@ -1,0 +1,256 @@
+r"""LLVM IR text in, native functions out.
+
+The lifecycle of a module, in the spirit of numba's ``core/codegen.py``:
+
+1. **parse** the text and **verify** it (``CompileError`` names what is wrong);
+2. **check** that every function or global it declares but does not define can be found
+   in the process (MCJIT links an unknown symbol to address 0 without a word, and the
+   first call then crashes the interpreter);
+3. **optimise** with LLVM's new pass builder at O3, for a target machine made from the
+   host's CPU name and features, so loops vectorise for the host's vector width;
+4. **emit** an object file (the bytes the disk cache stores, see ``cache.py``);
+5. **load** the object into its own MCJIT execution engine and look up entry points.
+
+Freshly compiled code and code loaded from the cache take the same path from step 5 on,
+so a cache hit runs exactly the machine code a compile would have made.
+
+>>> native = default_engine().compile_module(
+...     "define i64 @twice(i64 %x) {\n  %y = add i64 %x, %x\n  ret i64 %y\n}", ["twice"])
+>>> import ctypes
+>>> native.function("twice", ctypes.c_int64, [ctypes.c_int64])(21)
+42
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+
+import llvmlite
+import llvmlite.binding as llvm
+
+from . import threads
+
+
+class CompileError(RuntimeError):
+    """LLVM IR that does not parse, verify or link; the message says which and where."""
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """Everything about the toolchain and CPU that the machine code depends on."""
+
+    llvmlite_version: str
+    llvm_version: str
+    triple: str
+    cpu: str
+    features: str
+
+    @classmethod
+    def detect(cls) -> HostTarget:
+        features = llvm.get_host_cpu_features()
+        flat = features.flatten()
+        if features.get("avx512f"):
+            # LLVM's tuning for some AVX-512 CPUs (Skylake-SP, Ice Lake) prefers 256-bit
+            # vectors; our kernels are long vector loops, so use the host's full width.
+            flat += ",-prefer-256-bit"
+        return cls(llvmlite.__version__, ".".join(map(str, llvm.llvm_version_info)),
+                   llvm.get_process_triple(), llvm.get_host_cpu_name(), flat)
+
+    def target_machine(self, opt_level: int) -> llvm.TargetMachine:
+        # A fresh machine each time: an MCJIT engine takes ownership of the one it is given.
+        target = llvm.Target.from_triple(self.triple)
+        return target.create_target_machine(cpu=self.cpu, features=self.features,
+                                            opt=opt_level, jit=True)
+
+
+@dataclass(frozen=True)
+class ObjectCode:
+    """A compiled module: relocatable machine code and the outside symbols it calls."""
+
+    code: bytes
+    externals: tuple[str, ...]
+
+
+class NativeModule:
+    """Machine code loaded into memory. Its functions live exactly as long as this object.
+
+    >>> native.address("twice") > 0  # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, execution_engine: llvm.ExecutionEngine, object_code: ObjectCode):
+        self._execution_engine = execution_engine
+        self.object_code = object_code
+        self._addresses: dict[str, int] = {}
+
+    def address(self, name: str) -> int:
+        """The address of the defined function ``name``; ``KeyError`` if there is none."""
+        if name not in self._addresses:
+            address = self._execution_engine.get_function_address(name)
+            if not address:
+                raise KeyError(f"compiled module defines no function named {name!r}")
+            self._addresses[name] = address
+        return self._addresses[name]
+
+    def require(self, entry_points: list[str]) -> None:
+        """Raise ``CompileError`` unless every name in ``entry_points`` is defined here."""
+        for name in entry_points:
+            try:
+                self.address(name)
+            except KeyError as error:
+                raise CompileError(error.args[0]) from None
+
+    def function(self, name: str, restype, argtypes) -> ctypes._CFuncPtr:
+        """``name`` as a ctypes function (which keeps this module, hence the code, alive)."""
+        prototype = ctypes.CFUNCTYPE(restype, *argtypes)
+        function = prototype(self.address(name))
+        function.native_module = self
+        return function
+
+
+class Engine:
+    """Turns LLVM IR text into native code for this machine. Safe to share between threads.
+
+    >>> Engine().optimized_ir("define void @f() {\\n  ret void\\n}").count("define")
+    1
+    """
+
+    def __init__(self, opt_level: int = 3):
+        self.opt_level = opt_level
+        self._lock = threading.RLock()  # LLVM contexts and modules are single-threaded
+
+    @property
+    def host(self) -> HostTarget:
+        return _process().host
+
+    def compile_module(self, ir_text: str, entry_points: list[str]) -> NativeModule:
+        """Compile and load ``ir_text``; ``entry_points`` must be functions it defines."""
+        return self.load_object(self.compile_object(ir_text), entry_points)
+
+    def compile_object(self, ir_text: str) -> ObjectCode:
+        """Steps 1-4: the relocatable object code for ``ir_text``."""
+        with self._lock:
+            module, machine = self._optimized(ir_text)
+            return ObjectCode(machine.emit_object(module), _external_symbols(module))
+
+    def load_object(self, object_code: ObjectCode, entry_points: list[str]) -> NativeModule:
+        """Step 5: load machine code made by ``compile_object`` (now or in another process)."""
+        with self._lock:
+            native = _link(object_code, self.host.target_machine(self.opt_level))
+        native.require(entry_points)
+        return native
+
+    def optimized_ir(self, ir_text: str) -> str:
+        """The module as LLVM's optimiser leaves it (``tracegrad ir --stage llvm``)."""
+        with self._lock:
+            return str(self._optimized(ir_text)[0])
+
+    def assembly(self, ir_text: str) -> str:
+        """Host assembly for ``ir_text`` (``tracegrad ir --stage asm``)."""
+        with self._lock:
+            module, machine = self._optimized(ir_text)
+            return machine.emit_assembly(module)
+
+    def _optimized(self, ir_text: str) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:
+        host = _process().host
+        module = _parse(ir_text)
+        _check_resolvable(_external_symbols(module))
+        machine = host.target_machine(self.opt_level)
+        _optimize(module, machine, self.opt_level)
+        return module, machine
+
+
+def _parse(ir_text: str) -> llvm.ModuleRef:
+    try:
+        module = llvm.parse_assembly(ir_text)
+        module.verify()
+    except RuntimeError as error:
+        raise CompileError(f"invalid LLVM IR: {error}") from None
+    return module
+
+
+def _optimize(module: llvm.ModuleRef, machine: llvm.TargetMachine, opt_level: int) -> None:
+    module.triple = machine.triple
+    module.data_layout = str(machine.target_data)
+    tuning = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+    tuning.loop_vectorization = opt_level >= 2
+    tuning.slp_vectorization = opt_level >= 2  # off by default in llvmlite, on in clang -O2
+    builder = llvm.create_pass_builder(machine, tuning)
+    builder.getModulePassManager().run(module, builder)
+
+
+def _external_symbols(module: llvm.ModuleRef) -> tuple[str, ...]:
+    """Functions and globals the module uses but does not define (intrinsics excluded)."""
+    declared = [*module.functions, *module.global_variables]
+    return tuple(sorted(value.name for value in declared
+                        if value.is_declaration and not value.name.startswith("llvm.")))
+
+
+def _check_resolvable(names: tuple[str, ...]) -> None:
+    missing = [name for name in names if not llvm.address_of_symbol(name)]
+    if missing:
+        raise CompileError(f"LLVM IR calls undefined symbols: {', '.join(missing)}")
+
+
+def _link(object_code: ObjectCode, machine: llvm.TargetMachine) -> NativeModule:
+    placeholder = llvm.parse_assembly("")  # MCJIT wants a module; ours arrive as objects
+    placeholder.triple = machine.triple
+    execution_engine = llvm.create_mcjit_compiler(placeholder, machine)
+    # Creating an MCJIT engine is also what makes the process's own symbols (libc, libm,
+    # pthreads) visible to LLVM, so the check comes after it.
+    _check_resolvable(object_code.externals)
+    execution_engine.add_object_file(llvm.ObjectFileRef.from_data(object_code.code))
+    execution_engine.finalize_object()
+    return NativeModule(execution_engine, object_code)
+
+
+@dataclass(frozen=True)
+class _Process:
+    host: HostTarget
+    runtime: NativeModule  # tracegrad_parallel_for; kept for the life of the process
+
+
+_process_state: _Process | None = None
+_process_lock = threading.Lock()
+
+
+def _process() -> _Process:
+    """Set LLVM up once per process: native target, symbols, the threading runtime."""
+    global _process_state
+    if _process_state is None:
+        with _process_lock:
+            if _process_state is None:
+                _process_state = _start_process()
+    return _process_state
+
+
+def _start_process() -> _Process:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    for name, address in threads.native_symbols().items():
+        llvm.add_symbol(name, address)
+    host = HostTarget.detect()
+    # The threading runtime is a few branches around pthread calls: O0 compiles it in a
+    # third of the time, which a process that only loads cached programs would notice.
+    module = _parse(threads.RUNTIME_IR)
+    machine = host.target_machine(0)
+    _optimize(module, machine, 0)
+    object_code = ObjectCode(machine.emit_object(module), _external_symbols(module))
+    runtime = _link(object_code, host.target_machine(0))
+    llvm.add_symbol(threads.PARALLEL_FOR, runtime.address(threads.PARALLEL_FOR))
+    return _Process(host, runtime)
+
+
+_default_engine: Engine | None = None
+
+
+def default_engine() -> Engine:
+    """The process's shared engine (O3)."""
+    global _default_engine
+    if _default_engine is None:
+        with _process_lock:
+            if _default_engine is None:
+                _default_engine = Engine()
+    return _default_engine
