@@ -259,7 +259,8 @@ ERRORS = {
                        "(stages: traced, joint, optimized, scheduled, llvm, asm)")),
     "stage not built yet": (["ir", "{script}", "--stage", "llvm"],
                             ("tracegrad ir: stage 'llvm' (LLVM IR, before and after LLVM's "
-                             "optimiser) is not available yet (available now: traced, joint)")),
+                             "optimiser) is not available yet (available now: traced, joint, "
+                             "optimized)")),
     "unknown format": (["ir", "{script}", "--format", "png"],
                        "tracegrad ir: argument --format: invalid choice: 'png'"),
     "input without function": (["ir", "{script}", "--input", "f32[3]"],

@@ -17,6 +17,7 @@ from .compiled_backward import attach_backward, spent_backward
 from .compiler.interpret import run_graph
 from .compiler.ops.dtypes import from_numpy
 from .compiler.partition import partition_joint
+from .compiler.pipeline import optimize
 from .tensor import Tensor
 
 GUARD_FAILED = object()  # what `Variant.run` returns when a value guard does not hold
@@ -32,6 +33,9 @@ def trace_variant(fn, args, kwargs):
     if grad_mode.state.enabled and not trace.saw_backward and not trace.broken \
             and any(needs_grad):
         backward = _trace_backward(trace, [t for t in results if t._requires_grad])
+    elif not trace.broken:
+        trace.graph, trace.pass_reports = optimize(trace.graph)
+        trace.stages["optimized"] = trace.graph
     return trace, result, Outputs(needs_grad, [t.grad_fn.name() if t.grad_fn else None
                                                for t in results], backward)
 
@@ -77,9 +81,12 @@ def _trace_backward(trace, outputs: list) -> Backward:
     grad_values = [tracer.value_of(g) for g in grads if g is not None]
     tracer.builder.set_outputs(forward_outputs + grad_values)
     joint = tracer.builder.build()
-    partition = partition_joint(joint, cotangent_values, len(forward_outputs))
+    # forward and backward are optimised together, then split
+    optimized, trace.pass_reports = optimize(joint)
+    partition = partition_joint(optimized, cotangent_values, len(forward_outputs))
     trace.graph = partition.forward
     trace.stages["joint"] = joint
+    trace.stages["optimized"] = optimized
     return Backward(partition, positions, [g is not None for g in grads])
 
 
@@ -153,9 +160,12 @@ class Variant:
 
 
 def _fresh(array, inputs):
-    """`array`, copied if it is one of the inputs passed straight through (a result must
-    not alias state the next call overwrites)."""
-    return np.array(array, copy=True) if any(array is i for i in inputs) else array
+    """`array`, copied if it is an input passed straight through (a result must not alias
+    state the next call overwrites), a read-only broadcast view, or a view of another
+    array (it may be a result twice over)."""
+    if array.base is not None or not array.flags.writeable or any(array is i for i in inputs):
+        return np.array(array, copy=True)
+    return array
 
 
 def _argument_getters(args, kwargs) -> dict:

@@ -68,7 +68,7 @@ STAGES = [
     Stage("traced", "the forward as captured", lambda v: v.trace.stages["traced"]),
     Stage("joint", "forward + backward, built by autodiff on the IR",
           lambda v: v.trace.stages["joint"]),
-    Stage("optimized", "after the graph passes", None),
+    Stage("optimized", "after the graph passes", lambda v: v.trace.stages["optimized"]),
     Stage("scheduled", "fused kernels, buffers and memory plan", None),
     Stage("llvm", "LLVM IR, before and after LLVM's optimiser", None),
     Stage("asm", "host assembly", None),

@@ -78,6 +78,7 @@ class Trace:
     arguments: list = field(default_factory=list)  # (tensor, IR input value) per argument
     tracer: object = None  # the Tracer, to extend the trace (with a backward)
     stages: dict = field(default_factory=dict)  # stage name -> graph, for `tracegrad ir`
+    pass_reports: list = field(default_factory=list)  # what each optimisation pass did
 
 
 @dataclass
