@@ -290,6 +290,12 @@ def variant_header(compiled: CompiledFunction, variant, stage: str) -> list[str]
     lines = [(f"function {function_name(compiled)}, variant {variant.index}: "
               f"{format_signature(compiled, variant.key)}{_defined_at(compiled)}"),
              f"stage {stage} ({nodes}): {_stage_note(variant, stage)}"]
+    if stage == "optimized":
+        lines += _section("passes", [
+            f"{r.name}: {r.nodes_before} -> {r.nodes_after} nodes"
+            + "".join(f", {name} {count}" for name, count in r.stats.items() if count)
+            for r in trace.pass_reports if r.nodes_before != r.nodes_after or any(
+                r.stats.values())])
     lines += _section("captured tensors", [f"{v.name}  {names[id(t)]}"
                                            for t, v in trace.captured])
     other = [f"{v.name}  hyperparameter '{key}' (read on every call; {container[key]!r} now)"
