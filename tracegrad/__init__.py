@@ -50,4 +50,19 @@ double = float64
 long = int64
 int = int32  # noqa: A001
 from . import nn, optim  # noqa: E402, F401
-from .compiled import compile, explain  # noqa: E402, F401, A001
+
+
+def compile(fn=None, *, fullgraph: bool = False, dynamic: bool = False, cache: bool = True,
+            verify: int = 0, backend=None, mode=None):  # noqa: A001
+    """Compile a function or module (see `tracegrad.compiled.compile`); the compiler loads
+    on first use, so `import tracegrad` stays light."""
+    from .compiled import compile as compile_now
+
+    return compile_now(fn, fullgraph=fullgraph, dynamic=dynamic, cache=cache, verify=verify)
+
+
+def explain(fn, *args, **kwargs) -> dict:
+    """What compiling `fn` did on this call, as data (see `tracegrad.compiled.explain`)."""
+    from .compiled import explain as explain_now
+
+    return explain_now(fn, *args, **kwargs)
