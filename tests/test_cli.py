@@ -260,7 +260,7 @@ ERRORS = {
     "stage not built yet": (["ir", "{script}", "--stage", "llvm"],
                             ("tracegrad ir: stage 'llvm' (LLVM IR, before and after LLVM's "
                              "optimiser) is not available yet (available now: traced, joint, "
-                             "optimized)")),
+                             "optimized, scheduled)")),
     "unknown format": (["ir", "{script}", "--format", "png"],
                        "tracegrad ir: argument --format: invalid choice: 'png'"),
     "input without function": (["ir", "{script}", "--input", "f32[3]"],

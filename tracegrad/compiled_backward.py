@@ -20,7 +20,6 @@ import numpy as np
 
 from .autograd import grad_mode
 from .autograd.graph import SAVED_TWICE, Node
-from .compiler.interpret import run_graph
 from .tensor import Tensor
 
 
@@ -51,7 +50,7 @@ class CompiledBackward(Node):
                       for g, (shape, dtype) in zip(
                           list(grad_outputs) + [None] * (self.n_outputs - len(grad_outputs)),
                           self.shapes)]
-        grads = iter(run_graph(self.backward.partition.backward, *cotangents, *self.saved))
+        grads = iter(self.backward.partition.program.run(*cotangents, *self.saved))
         results = []
         for dtype, present in zip(self.dtypes, self.backward.grad_present):
             results.append(Tensor._wrap(next(grads), dtype) if present else None)

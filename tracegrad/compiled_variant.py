@@ -14,10 +14,10 @@ import numpy as np
 from . import tracing
 from .autograd import grad_mode
 from .compiled_backward import attach_backward, spent_backward
-from .compiler.interpret import run_graph
 from .compiler.ops.dtypes import from_numpy
-from .compiler.partition import partition_joint
 from .compiler.pipeline import optimize
+from .compiler.program import Program
+from .compiler.remat import partition_with_remat
 from .tensor import Tensor
 
 GUARD_FAILED = object()  # what `Variant.run` returns when a value guard does not hold
@@ -36,6 +36,8 @@ def trace_variant(fn, args, kwargs):
     elif not trace.broken:
         trace.graph, trace.pass_reports = optimize(trace.graph)
         trace.stages["optimized"] = trace.graph
+    if not trace.broken:
+        trace.program = Program(trace.graph)
     return trace, result, Outputs(needs_grad, [t.grad_fn.name() if t.grad_fn else None
                                                for t in results], backward)
 
@@ -83,7 +85,8 @@ def _trace_backward(trace, outputs: list) -> Backward:
     joint = tracer.builder.build()
     # forward and backward are optimised together, then split
     optimized, trace.pass_reports = optimize(joint)
-    partition = partition_joint(optimized, cotangent_values, len(forward_outputs))
+    partition = partition_with_remat(optimized, cotangent_values, len(forward_outputs))
+    partition.program = Program(partition.backward)
     trace.graph = partition.forward
     trace.stages["joint"] = joint
     trace.stages["optimized"] = optimized
@@ -116,7 +119,7 @@ class Variant:
         """The call's result, or GUARD_FAILED (then nothing has been written)."""
         try:
             arrays = [source(args, kwargs) for source in self.sources]
-            outputs = run_graph(self.graph, *arrays)
+            outputs = self.trace.program.run(*arrays)
         except Exception:  # noqa: BLE001 - a missing .grad, or an index the traced path
             return GUARD_FAILED  # never met: nothing is written; tracing anew runs eagerly
         guards = self.trace.guards

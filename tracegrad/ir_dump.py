@@ -62,6 +62,8 @@ class Stage:
     name: str
     what: str
     graph: Callable | None  # variant -> Graph; None while the compiler does not build it
+    text: Callable | None = None  # variant -> text, where the stage is more than a graph
+    dot: Callable | None = None  # variant -> DOT text, likewise
 
 
 STAGES = [
@@ -69,7 +71,9 @@ STAGES = [
     Stage("joint", "forward + backward, built by autodiff on the IR",
           lambda v: v.trace.stages["joint"]),
     Stage("optimized", "after the graph passes", lambda v: v.trace.stages["optimized"]),
-    Stage("scheduled", "fused kernels, buffers and memory plan", None),
+    Stage("scheduled", "fused kernels, buffers and memory plan",
+          lambda v: v.trace.program.graph, text=lambda v: _scheduled_text(v),
+          dot=lambda v: _scheduled_dot(v)),
     Stage("llvm", "LLVM IR, before and after LLVM's optimiser", None),
     Stage("asm", "host assembly", None),
 ]
@@ -269,17 +273,36 @@ def one_line(exc: BaseException) -> str:
 
 def describe_variant(compiled: CompiledFunction, variant, stage: str, fmt: str) -> str:
     """One variant at `stage` as `fmt` ("text", "dot" or "svg"), with its header."""
-    graph = resolve_stage(stage).graph(variant)
+    chosen = resolve_stage(stage)
+    graph = chosen.graph(variant)
     header = variant_header(compiled, variant, stage)
     if fmt == "text":
         from .compiler.ir_text import print_graph
 
-        return "\n".join(f"# {line}" for line in header) + "\n" + print_graph(graph)
+        body = chosen.text(variant) if chosen.text else print_graph(graph)
+        return "\n".join(f"# {line}" for line in header) + "\n" + body
     from .compiler.ir_dot import graph_to_dot
 
-    first, rest = graph_to_dot(graph).split("\n", 1)
+    dot_text = chosen.dot(variant) if chosen.dot else graph_to_dot(graph)
+    first, rest = dot_text.split("\n", 1)
     dot = "\n".join([first, *(f"  // {line}" for line in header), rest])
     return dot if fmt == "dot" else render_svg(dot)
+
+
+def _scheduled_text(variant) -> str:
+    """The forward program's kernels and memory plan (and the backward's, if compiled)."""
+    parts = [variant.trace.program.describe()]
+    backward = variant.outputs.backward
+    if backward is not None:
+        parts += ["# --- the backward program ---", backward.partition.program.describe(),
+                  backward.partition.report()]
+    return "\n".join(parts)
+
+
+def _scheduled_dot(variant) -> str:
+    from .compiler.schedule import schedule_to_dot
+
+    return schedule_to_dot(variant.trace.program.schedule)
 
 
 def variant_header(compiled: CompiledFunction, variant, stage: str) -> list[str]:

@@ -79,6 +79,7 @@ class Trace:
     tracer: object = None  # the Tracer, to extend the trace (with a backward)
     stages: dict = field(default_factory=dict)  # stage name -> graph, for `tracegrad ir`
     pass_reports: list = field(default_factory=list)  # what each optimisation pass did
+    program: object = None  # the graph scheduled and planned (compiler.program.Program)
 
 
 @dataclass
