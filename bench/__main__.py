@@ -181,11 +181,12 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str) -> None:
+def write_readme(table: str, marker: str = "bench") -> None:
+    """Put `table` between the README's `<!-- marker:start -->` and `:end -->` lines."""
     with open(README) as f:
         text = f.read()
-    block = f"<!-- bench:start -->\n{table}\n<!-- bench:end -->"
-    text = re.sub(r"<!-- bench:start -->.*<!-- bench:end -->", lambda _: block, text,
+    block = f"<!-- {marker}:start -->\n{table}\n<!-- {marker}:end -->"
+    text = re.sub(rf"<!-- {marker}:start -->.*<!-- {marker}:end -->", lambda _: block, text,
                   flags=re.S)
     with open(README, "w") as f:
         f.write(text)
@@ -212,7 +213,10 @@ def main(argv=None) -> int:
     print()
     print(table)
     if args.readme:
+        from .graphs import table as graphs_table
+
         write_readme(table)
+        write_readme(graphs_table(), "graphs")
     return 0
 
 
