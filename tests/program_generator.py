@@ -26,6 +26,7 @@ import linecache
 import math
 import random
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -89,6 +90,7 @@ class Program:
     outputs: list  # names of the final tensors (the loss is the sum of their sums)
     ops: list  # the step kinds, in order (for statistics and messages)
     has_branch: bool = False  # Python control flow reads a tensor value (a value guard)
+    float_dtypes: frozenset = frozenset({"float32"})  # the dtypes of all its float values
     source: str = ""
     namespace: dict = field(default_factory=dict, repr=False)
 
@@ -106,11 +108,6 @@ class Program:
     def float_inputs(self) -> list:
         return [spec for spec in self.inputs if not spec.is_index]
 
-    @property
-    def float_dtypes(self) -> set:
-        found = {spec.dtype for spec in self.inputs if not spec.is_index}
-        found.update(dt for dt in ("float32", "float64") if f"torch.{dt}" in self.source)
-        return found or {"float32"}
 
     @property
     def lowest_precision(self) -> str:
@@ -203,7 +200,7 @@ def _tuple_src(items) -> str:
 class _Builder:
     """Grows one program step by step; see the module docstring."""
 
-    STEP_WEIGHTS = {
+    STEP_WEIGHTS: ClassVar[dict] = {
         "unary": 5, "binary": 5, "scalar": 3, "reduce": 3.5, "softmax": 1.5,
         "layer_norm": 1.2, "matmul": 3, "reshape": 1.2, "transpose": 1, "permute": 1,
         "unsqueeze": 0.8, "squeeze": 0.8, "expand": 1, "slice": 1.5, "index": 1.5,
@@ -224,6 +221,7 @@ class _Builder:
         self.has_branch = False
         self.temps = 0
         self.constants = 0
+        self.constant_dtypes: set[str] = set()
 
     # --- program assembly ---
     def build(self, steps: int) -> None:
@@ -264,8 +262,8 @@ class _Builder:
             "",
             "def make_inputs(seed, requires_grad=True):",
             "    rng = np.random.default_rng(seed)",
-            f"    grad = [requires_grad] * {floats} if isinstance(requires_grad, bool) "
-            f"else list(requires_grad)",
+            (f"    grad = [requires_grad] * {floats} if isinstance(requires_grad, bool) "
+             f"else list(requires_grad)"),
             "    return [",
             f"        {make},",
             "    ]",
@@ -276,7 +274,7 @@ class _Builder:
             "",
         ])
         program = Program(self.seed, list(self.inputs), body, outputs, list(self.ops),
-                          self.has_branch, source)
+                          self.has_branch, frozenset({v.dtype for v in self.pool} | self.constant_dtypes), source)
         filename = f"random_program_{self.seed}.py"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace = {"__name__": f"random_program_{self.seed}"}
@@ -317,6 +315,7 @@ class _Builder:
                           .uniform(-2, 2, shape), 2)
         name = f"c{self.constants}"
         self.constants += 1
+        self.constant_dtypes.add(dtype)
         data = repr(float(values)) if values.ndim == 0 else repr(values.tolist())
         self.lines.append(f"{name} = torch.tensor({data}, dtype={DTYPE_SHORT[dtype]})")
         return Val(name, tuple(shape), dtype, 2.0, "constant")
@@ -583,9 +582,7 @@ class _Builder:
                 break
         else:
             return False
-        if k == 1 and rng.random() < 0.3:
-            ns = str(normalized[0])
-        elif rng.random() < 0.3:
+        if rng.random() < 0.3:  # (PyTorch's F.layer_norm takes no bare int)
             ns = repr(list(normalized))
         else:
             ns = _tuple_src(normalized)
@@ -839,7 +836,8 @@ class _Builder:
         else:  # distinct indices: with repeats, which write wins is unspecified
             count = rng.randint(1, a.shape[0])
             rows = rng.sample(range(a.shape[0]), count)
-            b = self.new_input(a.shape[1:] if rng.random() < 0.5 else (count,) + a.shape[1:])
+            b = self.new_input(a.shape[1:] if rng.random() < 0.5 else (count,) + a.shape[1:],
+                               a.dtype)  # PyTorch's index_put wants one dtype
             update = f"{name}[torch.tensor({rows!r})] = {b.name}"
             reads.append(b)
             mag = max(a.mag, b.mag)
