@@ -382,10 +382,8 @@ def test_generator_is_deterministic_and_covers_the_op_families():
         assert needle in sources, needle
 
 
-# --- minimal reproductions of the bugs these tests found -------------------------------
-# Strict xfails: each passes once its bug is fixed, and then its mark must go.
+# --- minimal reproductions of the bugs these tests found (fixed; kept as regressions) ---
 
-@pytest.mark.xfail(strict=True, reason=GELU_0D)
 def test_gelu_tanh_on_a_0d_tensor():
     x = tracegrad.tensor(0.5, requires_grad=True)
     tracegrad.nn.functional.gelu(x, approximate="tanh").backward()
@@ -417,7 +415,6 @@ INPLACE_PROMOTION = ("an in-place op whose out-of-place result has a wider dtype
                      "commit_inplace rebinds to the uncast result)")
 
 
-@pytest.mark.xfail(strict=True, reason=INPLACE_PROMOTION)
 def test_in_place_op_keeps_the_dtype_when_compiled():
     f = tracegrad.compile(lambda a, b: a.clone().mul_(b).sum())
     a = tracegrad.ones(3, requires_grad=True)
@@ -435,7 +432,6 @@ HELPER_STATE = ("optimizer state made on the first step is missed when the optim
                 "recomputed each call (buf = grad), and the buffer is never written back")
 
 
-@pytest.mark.xfail(strict=True, reason=HELPER_STATE)
 def test_optimizer_reached_only_through_a_helper_function():
     def run(compile: bool):
         w = tracegrad.tensor([1.0, -2.0], requires_grad=True)

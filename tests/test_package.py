@@ -30,7 +30,10 @@ def test_runtime_knows_neither_compiler_nor_front_end():
 
 
 def test_compiler_does_not_know_the_front_end():
+    """compiler/ may use the runtime (to run what it lowers), never the front end."""
     for path, module in _imports("compiler"):
+        if module.startswith(("tracegrad.runtime", "...runtime", "..runtime")):
+            continue
         assert not module.startswith("tracegrad"), (path, module)
         assert not module.startswith("..."), (path, module)  # above tracegrad.compiler
 

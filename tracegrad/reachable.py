@@ -28,8 +28,9 @@ from .tensor import Tensor
 
 MAX_DEPTH = 6
 MAX_ITEMS = 10_000  # a walk that finds more gives up on the rest
-_OPAQUE = (bytes, type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
-           types.MethodType)
+_OPAQUE = (bytes, type, types.ModuleType, types.BuiltinFunctionType)
+# Functions of these packages reach only their own machinery, never the user's state.
+_LIBRARY_MODULES = ("tracegrad", "numpy", "builtins", "functools", "typing", "collections")
 _VALUES = (str, int, float, bool, type(None))
 
 
@@ -120,6 +121,9 @@ class _Walk:
         if id(obj) in self.seen:
             return
         self.seen.add(id(obj))
+        if isinstance(obj, (types.FunctionType, types.MethodType)):
+            self.visit_function(obj, path, var, depth)
+            return
         if isinstance(obj, Tensor):
             self.found.append((path, obj))
             # `.data = ...` can swap the array: its shape and dtype must stay
@@ -128,6 +132,19 @@ class _Walk:
                        f"{obj._requires_grad}")
             return
         for label, access, item in self.children(obj, var):
+            self.visit(item, f"{path}.{label}", access, depth + 1)
+
+    def visit_function(self, fn, path: str, var: str, depth: int) -> None:
+        """A function the traced one may call: what it reaches counts too (its closure,
+        the globals it names, its defaults, a bound method's object)."""
+        if isinstance(fn, types.MethodType):
+            self.visit(fn.__self__, f"{path}.__self__", f"{var}.__self__", depth + 1)
+            fn = fn.__func__
+            var = f"{var}.__func__"
+        module = getattr(fn, "__module__", None) or ""
+        if module.split(".")[0] in _LIBRARY_MODULES:
+            return
+        for label, access, item in _function_parts(fn, var):
             self.visit(item, f"{path}.{label}", access, depth + 1)
 
     def children(self, obj, var: str) -> list:
@@ -164,20 +181,30 @@ def _roots(fn, walk: _Walk):
     if hasattr(fn, "forward") and not isinstance(fn, types.FunctionType):  # a module
         yield "self", "S", fn
         return
+    for label, access, item in _function_parts(fn, None):
+        yield label, access, item
+
+
+def _function_parts(fn, var: str | None):
+    """(label, expression, object) for a function's closure cells, the globals its code
+    names and its defaults; `var` is the expression for `fn` (None: the guard's C/G/D)."""
     code = getattr(fn, "__code__", None)
     if code is None:
         return
+    cells = "C" if var is None else f"{var}.__closure__"
     for i, (name, cell) in enumerate(zip(code.co_freevars, fn.__closure__ or ())):
         try:
-            yield name, f"C[{i}].cell_contents", cell.cell_contents
+            yield name, f"{cells}[{i}].cell_contents", cell.cell_contents
         except ValueError:  # an empty cell: the variable is not assigned yet
             continue
     module_globals = getattr(fn, "__globals__", {})
+    names = "G" if var is None else f"{var}.__globals__"
     for name in _names(code):
         if name in module_globals:
-            yield name, f"G[{name!r}]", module_globals[name]
+            yield name, f"{names}[{name!r}]", module_globals[name]
+    defaults = "D" if var is None else f"{var}.__defaults__"
     for i, default in enumerate(fn.__defaults__ or ()):
-        yield f"default{i}", f"D[{i}]", default
+        yield f"default{i}", f"{defaults}[{i}]", default
 
 
 def _compile_guard(walk: _Walk, fn):

@@ -27,7 +27,20 @@ INV_SQRT2 = 1 / math.sqrt(2)
 INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
 
+def lifted(kernel):
+    """Run `kernel` on 1-d arrays when given 0-d ones: NumPy turns 0-d results into scalars,
+    which the in-place (`out=`) steps below cannot write to."""
+
+    def run(x, *rest, **attrs):
+        if np.ndim(x) == 0:
+            return kernel(np.reshape(x, (1,)), *rest, **attrs).reshape(())
+        return kernel(x, *rest, **attrs)
+
+    return run
+
+
 # --- gelu ---
+@lifted
 def _gelu_kernel(x, approximate):
     if approximate == "tanh":
         u = x * x
@@ -43,6 +56,7 @@ def _gelu_kernel(x, approximate):
     return (0.5 * x * (1 + erf_kernel(x * x.dtype.type(INV_SQRT2)))).astype(x.dtype, copy=False)
 
 
+@lifted
 def _gelu_slope_kernel(x, approximate):
     """d gelu / dx, elementwise."""
     if approximate == "tanh":
@@ -97,6 +111,7 @@ gelu = Primitive(
 
 
 # --- softmax and log_softmax ---
+@lifted
 def _softmax_kernel(x, axis):
     e = x - np.max(x, axis=axis, keepdims=True)
     np.exp(e, out=e)

@@ -47,6 +47,10 @@ def commit_inplace(target: Tensor, compute, *, name: str | None = None, others=(
         return target
     old = _snapshot(target) if recording or tracer is not None else target
     result = compute(old)
+    if result.dtype is not target.dtype and result.dtype.category <= target.dtype.category:
+        from ..eager import to_dtype
+
+        result = to_dtype(result, target.dtype)  # a recorded cast: the tensor keeps its dtype
     _write_checked(target, lambda data: np.copyto(data, result._data, casting="same_kind"),
                    result)
     target._version[0] += 1
