@@ -66,8 +66,8 @@ class CompiledFunction:
                 outcome = variant.run(args, kwargs)
                 if outcome is not GUARD_FAILED:
                     return outcome
-                self._event("guards", f"a value guard of variant {variant.index} failed: "
-                                      f"tracing anew")
+                self._event("guards", f"variant {variant.index} refused the call "
+                                      f"({variant.failure}): tracing anew")
         return self._trace(args, kwargs)
 
     def _trace(self, args, kwargs):

@@ -104,6 +104,7 @@ class Variant:
         self.index, self.fn, self.trace, self.outputs = index, fn, trace, outputs
         self.graph = trace.graph
         self.guard = guard  # guard(args, kwargs) -> whether this variant describes the call
+        self.failure = None  # why the last run was refused
         owners = trace.tracer.grad_owners
         self.grad_owner = [owners.get(id(t)) for t, _ in trace.captured]
         getters = _argument_getters(args, kwargs)
@@ -120,11 +121,16 @@ class Variant:
         try:
             arrays = [source(args, kwargs) for source in self.sources]
             outputs = self.trace.program.run(*arrays)
-        except Exception:  # noqa: BLE001 - a missing .grad, or an index the traced path
-            return GUARD_FAILED  # never met: nothing is written; tracing anew runs eagerly
+        except Exception as exc:  # noqa: BLE001 - a missing .grad, or an index the traced
+            # path never met: nothing is written; tracing anew runs eagerly (and is logged)
+            self.failure = f"the compiled program raised {type(exc).__name__}: {exc}"
+            return GUARD_FAILED
         guards = self.trace.guards
         for guard, got in zip(guards, outputs[self.guards_start:self.saved_start]):
             if _python_value(got, guard.kind) != guard.observed:
+                self.failure = (f"{guard.kind}() at {guard.loc} gave "
+                                f"{_python_value(got, guard.kind)!r}, traced with "
+                                f"{guard.observed!r}")
                 return GUARD_FAILED
         self._write_back(outputs[self.result_count:self.guards_start], arrays)
         return self._results(outputs[:self.result_count], outputs[self.saved_start:], arrays,
