@@ -84,20 +84,23 @@ def _short(dtype) -> str:
     return SHORT_NAMES[dtype]
 
 
-def kernels_for(graph: Graph, use_schedule: bool | None = None) -> list:
-    """The scheduler's kernels if `compiler/schedule.py` is there, else one per node."""
-    if use_schedule is False:
-        return trivial_kernels(graph)
+def kernels_for(graph: Graph, use_schedule: bool = True) -> tuple[list, object]:
+    """`(kernels, memory_plan)`: the scheduler's fused kernels and its memory plan when
+    `compiler/schedule.py` can schedule the graph, else one kernel per node and None."""
+    if not use_schedule:
+        return trivial_kernels(graph), None
     try:
+        from ..memory_plan import plan_memory
         from ..schedule import schedule
     except ImportError:
-        return trivial_kernels(graph)
+        return trivial_kernels(graph), None
     try:
-        return kernels_from_schedule(schedule(graph))
+        fused = schedule(graph)
+        return kernels_from_schedule(fused), plan_memory(fused, outputs_in_arena=False)
     except Exception as exc:  # noqa: BLE001 - a scheduler bug must not stop the program
         warnings.warn(f"tracegrad: the scheduler failed ({type(exc).__name__}: {exc}); "
                       f"compiling one kernel per node", RuntimeWarning, stacklevel=3)
-        return trivial_kernels(graph)
+        return trivial_kernels(graph), None
 
 
 def kernels_from_schedule(schedule) -> list:
@@ -117,21 +120,34 @@ def _identifier(name: str, i: int, nodes: list) -> str:
     return clean if clean and not clean[0].isdigit() else kernel_name(i, nodes)
 
 
+def _plan_memory_of(schedule):
+    try:
+        from ..memory_plan import plan_memory
+
+        return plan_memory(schedule, outputs_in_arena=False)
+    except Exception:  # noqa: BLE001 - without a plan our own planner places everything
+        return None
+
+
 class NativeProgram:
     """A graph (or a `Schedule` with a `.graph`) compiled to native code.
 
-    `kernels` overrides the schedule (a list of `plan.Kernel`); `cache` is a runtime
-    `ProgramCache` (default: the process's). `compile_seconds` says how long it took.
+    A graph is scheduled (fused) by `compiler/schedule.py` unless `fuse=False` (one
+    kernel per node); `kernels` (a list of `plan.Kernel`) overrides both, and
+    `memory_plan` (a `compiler.memory_plan.MemoryPlan`) places the stored values. `cache`
+    is a runtime `ProgramCache` (default: the process's). `compile_seconds` says how long
+    lowering plus LLVM took.
     """
 
     def __init__(self, graph_or_schedule, *, kernels: list | None = None, cache=None,
-                 memory_plan=None):
+                 memory_plan=None, fuse: bool = True):
         install()
         graph = graph_or_schedule
         if not isinstance(graph, Graph):
             schedule, graph = graph_or_schedule, graph_or_schedule.graph
-            kernels = kernels if kernels is not None else kernels_from_schedule(schedule)
-            memory_plan = memory_plan or getattr(schedule, "memory_plan", None)
+            if kernels is None:
+                kernels = kernels_from_schedule(schedule)
+                memory_plan = memory_plan or _plan_memory_of(schedule)
         ok, why = can_lower(graph)
         if not ok:
             raise NotLowerable(why)
@@ -139,12 +155,16 @@ class NativeProgram:
         start = time.perf_counter()
         with _build_lock:
             try:
-                self.kernels = kernels if kernels is not None else kernels_for(graph)
+                if kernels is None:
+                    kernels, planned = kernels_for(graph, fuse)
+                    memory_plan = memory_plan or planned
+                self.kernels = kernels
                 self.plan = plan_program(graph, self.kernels)
                 emitted = emit_program(self.plan, memory_plan)
             finally:
                 expr.clear_interned()
         self.ir, self.layout, self.kernel_names = emitted.ir, emitted.layout, emitted.kernel_names
+        self.memory_plan = memory_plan
         self.lower_seconds = time.perf_counter() - start
         if emitted.uses_blas:
             matmul.find_blas()  # its symbols must be known before the code is linked
@@ -157,22 +177,18 @@ class NativeProgram:
         self._prepare()
 
     def _prepare(self) -> None:
-        from ...runtime.buffers import ArenaPool, data_pointer
-
         layout = self.layout
-        self._arenas = ArenaPool(layout.arena_bytes)
+        self._inputs = [(v.shape, v.dtype.numpy) for v in self.graph.inputs]
+        self._outputs = [(n, buf.shape, buf.dtype.numpy)
+                         for n, buf in enumerate(layout.outputs, len(layout.inputs))]
         self._tables = [np.ascontiguousarray(b.data) for b in layout.tables]
-        self._table_pointers = [data_pointer(a) for a in self._tables]
-        n_in = len(layout.inputs)
-        self._output_slots = {buf: n_in + j for j, buf in enumerate(layout.outputs)}
-        self._slots = layout.slots
-        self._arena_slot = n_in + len(layout.outputs)
-        produced = {buf.name: buf for buf in layout.outputs}
-        self._results = []  # per graph output: ("out", Buffer) | ("in", i) | ("const", array)
+        self._states: list = []  # (table, its address, arena): one per concurrent call
         positions = {v: i for i, v in enumerate(self.graph.inputs)}
+        produced = {buf: k for k, buf in enumerate(layout.outputs)}
+        self._results = []  # per graph output: ("out", k) | ("in", i) | ("const", array)
         for v in self.graph.outputs:
             if v in self.plan.outputs:
-                self._results.append(("out", self.plan.outputs[v]))
+                self._results.append(("out", produced[self.plan.outputs[v]]))
             elif v in positions:
                 self._results.append(("in", positions[v]))
             else:
@@ -180,7 +196,19 @@ class NativeProgram:
                 array = value.data if isinstance(value, expr.Buffer) else \
                     np.full(v.shape, value, dtype=v.dtype.numpy)
                 self._results.append(("const", array))
-        del produced
+
+    def _new_state(self):
+        """A buffer table with the arena and large constants filled in (they never move)."""
+        from ...runtime.buffers import Arena, data_pointer
+
+        layout = self.layout
+        table = np.zeros(max(layout.slots, 1), dtype=np.uintp)
+        arena = Arena(layout.arena_bytes)
+        base = len(layout.inputs) + len(layout.outputs)
+        table[base] = arena.address
+        for j, array in enumerate(self._tables):
+            table[base + 1 + j] = data_pointer(array)
+        return table, data_pointer(table), arena
 
     @property
     def assembly(self) -> str:
@@ -192,26 +220,34 @@ class NativeProgram:
         return self.cache.engine.optimized_ir(self.ir)
 
     def run(self, *arrays) -> list:
-        """The graph's outputs for `arrays` (exact shapes and dtypes, like `run_graph`)."""
-        graph = self.graph
-        if len(arrays) != len(graph.inputs):
+        """The graph's outputs for `arrays` (exact shapes and dtypes, like `run_graph`).
+
+        The table holds the *objects'* addresses for inputs and outputs: the program reads
+        each array's data pointer itself (`program.DATA_POINTER_OFFSET`), which saves the
+        microsecond per array that `ndarray.ctypes` costs."""
+        if len(arrays) != len(self._inputs):
             from ..ir import IRError
 
-            raise IRError(f"{graph.name} takes {len(graph.inputs)} inputs, got {len(arrays)}")
-        inputs = [np.ascontiguousarray(_checked_input(v, a)) for v, a in zip(graph.inputs, arrays)]
-        table = np.zeros(max(self._slots, 1), dtype=np.uintp)
-        for i, a in enumerate(inputs):
-            table[i] = a.ctypes.data
-        outputs = {}
-        for buf, slot in self._output_slots.items():
-            out = np.empty(buf.shape, dtype=buf.dtype.numpy)
-            outputs[buf] = out
-            table[slot] = out.ctypes.data
-        for j, pointer in enumerate(self._table_pointers):
-            table[self._arena_slot + 1 + j] = pointer
-        with self._arenas.borrow() as arena:
-            table[self._arena_slot] = arena.address
-            self._function(table.ctypes.data)
+            raise IRError(f"{self.graph.name} takes {len(self._inputs)} inputs, "
+                          f"got {len(arrays)}")
+        state = self._states.pop() if self._states else self._new_state()
+        try:
+            table = state[0]
+            inputs = list(arrays)
+            for i, (a, (shape, dtype)) in enumerate(zip(arrays, self._inputs)):
+                if type(a) is not np.ndarray or a.dtype != dtype or a.shape != shape \
+                        or not a.flags.c_contiguous:
+                    a = inputs[i] = np.ascontiguousarray(
+                        _checked_input(self.graph.inputs[i], a))
+                table[i] = id(a)
+            outputs = []
+            for slot, shape, dtype in self._outputs:
+                out = np.empty(shape, dtype)
+                table[slot] = id(out)
+                outputs.append(out)
+            self._function(state[1])
+        finally:
+            self._states.append(state)
         results = []
         for kind, what in self._results:
             if kind == "out":

@@ -41,6 +41,7 @@ class Buffer:
     dtype: DType
     kind: str = "arena"
     data: np.ndarray | None = field(default=None, repr=False)
+    value: Value | None = field(default=None, repr=False)  # the IR value it holds, if any
 
     @property
     def numel(self) -> int:
@@ -113,9 +114,12 @@ def cast(e: Expr, dtype: DType) -> Expr:
 
 def clear_interned() -> None:
     """Forget interned expressions (between programs: they hold buffers alive)."""
+    from . import views
+
     _INTERNED.clear()
     ix._ATOMS.clear()
     ix._INDICES.clear()
+    views._PLANS.clear()
 
 
 # --- walking -----------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def _atom(cls, *args) -> Atom:
 class Index:
     """`sum(coef * atom) + const`, interned. Build with `index`, `+`, `*`, `//`, `%`."""
 
-    __slots__ = ("terms", "const", "lo", "hi", "__weakref__")
+    __slots__ = ("__weakref__", "const", "hi", "lo", "terms")
 
     def __new__(cls, terms: tuple, const: int):
         key = (tuple((id(a), c) for a, c in terms), const)

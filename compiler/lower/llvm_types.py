@@ -1,14 +1,16 @@
 """The LLVM side of the op set's five dtypes, and the few IRBuilder idioms every emitter uses.
 
-In registers a `bool` is an `i1`; in memory it is a byte, as in NumPy. Floating-point
-arithmetic carries the `contract` flag only: it lets LLVM fuse a multiply and an add into
-one FMA (a change of round-off, never of meaning), while `reassoc` — which would let it
-reorder a sum and so change the bits of a reduction with the vector width — stays off.
+In registers a `bool` is an `i1`; in memory it is a byte, as in NumPy. Fast-math flags:
+`FAST` (just `contract`, which lets LLVM fuse a multiply and an add into one FMA) is for
+the polynomials of `mathlib`, whose accuracy assumes it; the graph's own arithmetic
+carries no flag, so it rounds op by op exactly like NumPy (an FMA would change the bits
+of, say, an ill-conditioned layer_norm backward by far more than an ulp). `reassoc` is
+never used: it would let LLVM reorder a sum, so its bits would depend on vector width.
 """
 
 from __future__ import annotations
 
-import llvmlite.ir as ir
+from llvmlite import ir
 
 from ..ops.dtypes import DType, bool_, float32, float64, int32, int64
 
@@ -91,8 +93,12 @@ def convert(b: ir.IRBuilder, x: ir.Value, to: ir.Type) -> ir.Value:
     if is_float(src):
         if to == I1:
             return b.fcmp_unordered("!=", x, like(x, 0.0))  # nan is truthy, as in NumPy
+        # x86's answer for nan and out-of-range values (what NumPy gives): the minimum int
         name = f"llvm.fptosi.sat.{suffix(to)}.{suffix(src)}"
-        return intrinsic(b, name, to, [x])
+        limit = float(2 ** (to.width - 1))
+        inside = b.and_(b.fcmp_ordered("<", x, like(x, limit)),
+                        b.fcmp_ordered(">=", x, like(x, -limit)))
+        return b.select(inside, intrinsic(b, name, to, [x]), ir.Constant(to, -(2 ** (to.width - 1))))
     if to == I1:
         return b.icmp_unsigned("!=", x, like(x, 0))
     if is_float(to):

@@ -17,8 +17,8 @@ compiler looks them up.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -46,11 +46,10 @@ class Lowering:
 class NestContext:
     """What a nest builder needs: the expression builder as of now, and where to put nests."""
 
-    def __init__(self, builder_factory, nests: list, scratch):
+    def __init__(self, builder_factory, nests: list, materialize):
         self.snapshot = builder_factory  # () -> ExpressionBuilder over what is in memory now
         self.nests = nests
-        self.scratch = scratch  # (value or shape/dtype) -> a fresh kernel-local Buffer
-        self.materialize = None  # (value) -> Buffer holding it (writes it first if needed)
+        self.materialize = materialize  # (value) -> Buffer holding it (written first if need be)
 
 
 def _reduce(ctx: NestContext, node: Node, target: Buffer) -> None:
@@ -148,28 +147,43 @@ def _untake_along(ctx: NestContext, node: Node, target: Buffer) -> None:
     ctx.nests.append(MapNest(g.shape, body, sequential=True))
 
 
-def _matmul(ctx: NestContext, node: Node, target: Buffer) -> None:
+def _matmul(ctx: NestContext, node: Node, target: Buffer, transposed: bool = False) -> None:
+    """`target = a @ b` through BLAS; with `transposed`, `target` is the product with its
+    last two axes swapped, computed directly as b^T @ a^T (autodiff's weight gradients are
+    `(x^T @ g)^T`: no transposing copy)."""
     from . import matmul
 
     a, b = node.inputs
     if not matmul.use_blas() or not matmul.gemm_supported(node.out.dtype) \
             or 0 in node.out.shape[-2:] + a.shape[-1:]:  # BLAS rejects empty leading dims
-        return _matmul_loops(ctx, node, target)
+        return _matmul_loops(ctx, node, target, transposed)
     (abuf, atrans), (bbuf, btrans) = _operand(ctx, a), _operand(ctx, b)
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     out_batch = node.out.shape[:-2]
-    if out_batch and b.ndim == 2 and not atrans and a.shape[:-2] == out_batch:
+    if out_batch and b.ndim == 2 and not atrans and a.shape[:-2] == out_batch \
+            and not transposed:
         m, out_batch = m * int(np.prod(out_batch)), ()  # (B, M, K) @ (K, N): one call
+    lda, ldb = (m if atrans else k), (k if btrans else n)  # row lengths as stored
 
     def body(idx):
-        return [GemmCall(abuf, matmul.batch_offset(idx, a.shape[:-2], out_batch, m * k)
-                         if out_batch else ix.ZERO, atrans, m if atrans else k,
-                         bbuf, matmul.batch_offset(idx, b.shape[:-2], out_batch, k * n)
-                         if out_batch else ix.ZERO, btrans, k if btrans else n,
-                         target, ix.linear(idx, out_batch) * (m * n) if out_batch else ix.ZERO,
+        a_at = matmul.batch_offset(idx, a.shape[:-2], out_batch, m * k) if out_batch \
+            else ix.ZERO
+        b_at = matmul.batch_offset(idx, b.shape[:-2], out_batch, k * n) if out_batch \
+            else ix.ZERO
+        c_at = ix.linear(idx, out_batch) * (m * n) if out_batch else ix.ZERO
+        if transposed:  # C^T = op(B)^T op(A)^T
+            return [GemmCall(bbuf, b_at, not btrans, ldb, abuf, a_at, not atrans, lda,
+                             target, c_at, n, m, k)]
+        return [GemmCall(abuf, a_at, atrans, lda, bbuf, b_at, btrans, ldb, target, c_at,
                          m, n, k)]
 
     ctx.nests.append(MapNest(out_batch, body, sequential=True, label=node.out.name))
+
+
+def swaps_last_two(node: Node) -> bool:
+    n = node.out.ndim
+    return node.op == "permute" and n >= 2 and \
+        tuple(node.attrs["dims"]) == tuple(range(n - 2)) + (n - 1, n - 2)
 
 
 def _operand(ctx: NestContext, x: Value):
@@ -180,24 +194,26 @@ def _operand(ctx: NestContext, x: Value):
         return builder.buffers[x], False
     node = builder.producers.get(x)
     if node is not None and node.op == "permute":
-        n = x.ndim
         inner = node.inputs[0]
-        if tuple(node.attrs["dims"]) == tuple(range(n - 2)) + (n - 1, n - 2) \
-                and inner in builder.buffers:
+        if swaps_last_two(node) and inner in builder.buffers:
             return builder.buffers[inner], True
     return ctx.materialize(x), False
 
 
-def _matmul_loops(ctx: NestContext, node: Node, target: Buffer) -> None:
+def _matmul_loops(ctx: NestContext, node: Node, target: Buffer, transposed=False) -> None:
     """Our own loop nest: out[..., i, j] = sum_k a[..., i, k] * b[..., k, j]."""
     a, b = node.inputs
     builder = ctx.snapshot()
     out = node.out.shape
-    domain = out[:-1] + (a.shape[-1], out[-1])  # (..., i, k, j): k reduced, j innermost
     nb = len(out) - 2
+    # (..., i, k, j) with k reduced and j innermost; transposed: (..., j, k, i)
+    domain = out[:-2] + ((out[-1], a.shape[-1], out[-2]) if transposed
+                         else (out[-2], a.shape[-1], out[-1]))
 
     def source(idx):
         batch, i, k, j = idx[:nb], idx[nb], idx[nb + 1], idx[nb + 2]
+        if transposed:
+            i, j = j, i
         x = builder.broadcast_input(a, out[:-2] + a.shape[-2:], batch + (i, k), node.out.dtype)
         y = builder.broadcast_input(b, out[:-2] + b.shape[-2:], batch + (k, j), node.out.dtype)
         from .expr import apply

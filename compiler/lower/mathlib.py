@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import math
 
-import llvmlite.ir as ir
+from llvmlite import ir
 
 from ..ops.elementwise import _ERF_T, _ERF_U, _ERFC_P, _ERFC_Q, _ERFC_R, _ERFC_S
 from .llvm_types import F32, F64, FAST, I32, I64, call1, call2, like
-
 
 # --- small helpers -------------------------------------------------------------------------
 

@@ -18,10 +18,10 @@ Nests say *what*; `loops.py` says *how* (loop order, vector lanes, threads).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from ..ops.dtypes import DType, int64
+from ..ops.dtypes import DType
 from . import index as ix
 from .expr import Buffer, Expr
 
@@ -139,7 +139,3 @@ class ReduceNest:
         most = max(LANE_BYTES // size, 1)
         run = min(self.run, BLOCK)
         return 1 if run < 2 else min(most, 1 << (run.bit_length() - 1))
-
-
-def index_dtype() -> DType:
-    return int64

@@ -26,8 +26,8 @@ import numpy as np
 from ..ir import Graph, Node, Value
 from . import index as ix
 from .expr import Buffer, ExpressionBuilder
-from .lowering import NESTS, NestContext, decompose, lowering_of
-from .nests import MapNest, ReduceNest, Store
+from .lowering import NESTS, NestContext, _matmul, decompose, lowering_of, swaps_last_two
+from .nests import MapNest, Store
 
 GLOBAL_CONSTANT_BYTES = 1 << 16  # larger constants are passed in the buffer table
 
@@ -115,11 +115,19 @@ def _needed_outside(graph: Graph, kernels: list) -> set:
 
 def _plan_kernel(kernel: Kernel, buffers: dict, scalars: dict, outputs: dict,
                  needed: set) -> KernelPlan:
-    nodes = []
+    nodes, fused = [], set()
     for node in kernel.nodes:
         if node.op == "constant":
             continue
-        nodes += decompose(node) if lowering_of(node.op).kind == "decompose" else [node]
+        if lowering_of(node.op).kind == "decompose":
+            nodes += decompose(node)
+            fused.add(node.out)
+        else:
+            nodes.append(node)
+    # A fused op's result (softmax, layer_norm, ...) that other nodes here read is
+    # stored: inline, every later loop nest would redo its exps and reductions.
+    read_here = {x for n in nodes for x in n.inputs if isinstance(x, Value)}
+    needed = needed | (fused & read_here)
     producers = {n.out: n for n in nodes}
     nests, pending = [], []
 
@@ -127,7 +135,8 @@ def _plan_kernel(kernel: Kernel, buffers: dict, scalars: dict, outputs: dict,
         return ExpressionBuilder(producers, dict(buffers), scalars)
 
     def place(value) -> Buffer:
-        return outputs.get(value) or Buffer(value.name, value.shape, value.dtype, "arena")
+        return outputs.get(value) or Buffer(value.name, value.shape, value.dtype, "arena",
+                                            value=value)
 
     def flush():
         by_shape: dict[tuple, list] = {}
@@ -145,9 +154,17 @@ def _plan_kernel(kernel: Kernel, buffers: dict, scalars: dict, outputs: dict,
             flush()
         return buffers[value]
 
-    context = NestContext(snapshot, nests, None)
-    context.materialize = materialize
+    context = NestContext(snapshot, nests, materialize)
+    transposed = _transposed_products(nodes, needed)
     for node in nodes:
+        if node.out in transposed.values():
+            continue  # made by the permute that swaps it (below)
+        if node in transposed:
+            flush()
+            target = place(node.out)
+            _matmul(context, producers[transposed[node]], target, transposed=True)
+            buffers[node.out] = target
+            continue
         if lowering_of(node.op).kind == "inline":
             if node.out in needed:
                 pending.append(node.out)
@@ -160,6 +177,23 @@ def _plan_kernel(kernel: Kernel, buffers: dict, scalars: dict, outputs: dict,
     return KernelPlan(kernel.name, nests)
 
 
+def _transposed_products(nodes: list, needed: set) -> dict:
+    """{permute node: matmul output} for products read only through a swap of their last
+    two axes: the swapped product is computed directly (`lowering._matmul`)."""
+    readers: dict = {}
+    for n in nodes:
+        for x in n.inputs:
+            if isinstance(x, Value):
+                readers.setdefault(x, []).append(n)
+    found = {}
+    for n in nodes:
+        users = readers.get(n.out, [])
+        if n.op == "matmul" and n.out not in needed and len(users) == 1 \
+                and swaps_last_two(users[0]):
+            found[users[0]] = n.out
+    return found
+
+
 def _map_nest(builder: ExpressionBuilder, shape: tuple, targets: list) -> MapNest:
     def body(idx):
         return [Store(buf, ix.linear(idx, shape), builder.at(v, idx)) for v, buf in targets]
@@ -167,8 +201,3 @@ def _map_nest(builder: ExpressionBuilder, shape: tuple, targets: list) -> MapNes
     nest = MapNest(shape, body, label="_".join(v.name for v, _ in targets))
     nest.targets = dict(targets)
     return nest
-
-
-def scratch_buffers(plan: KernelPlan) -> list:
-    """Kernel-local buffers the nests asked for (reduction partials)."""
-    return [n.scratch for n in plan.nests if isinstance(n, ReduceNest) and n.scratch]

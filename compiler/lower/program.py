@@ -2,8 +2,9 @@
 
 `table` is an array of pointers the caller fills once per call:
 
-    table[0 .. n_in)            the input arrays
-    table[n_in .. n_in+n_out)   the output arrays (the program writes results in place)
+    table[0 .. n_in)            the input arrays (NumPy objects: the program reads their
+                                data pointers, `data_pointer_offset`)
+    table[n_in .. n_in+n_out)   the output arrays (written in place), NumPy objects too
     table[n_in+n_out]           the arena (64-byte aligned; temporaries at planned offsets)
     table[n_in+n_out+1 ..)      large constants (small ones are globals in the module)
 
@@ -22,19 +23,40 @@ True
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
-import llvmlite.ir as ir
+from llvmlite import ir
 
 from ...runtime.threads import PARALLEL_FOR
 from .expr import Buffer
 from .llvm_types import I8, I64, MEMORY, PTR, VOID
-from .loops import emit_map, emit_reduce
+from .loops import emit_map
 from .nests import MapNest
 from .plan import ProgramPlan
+from .reduce_loops import emit_reduce
 
 ENTRY = "program"
 ALIGNMENT = 64
+_data_offset: int | None = None
+
+
+def data_pointer_offset() -> int:
+    """Where a NumPy array object keeps its data pointer (`PyArray_DATA`): found by
+    looking, once, in a live array's object memory, so no ABI detail is hard-coded."""
+    global _data_offset
+    if _data_offset is None:
+        import ctypes
+
+        import numpy as np
+
+        probe = np.zeros(3)
+        words = np.frombuffer(ctypes.string_at(id(probe), 128), dtype=np.uintp)
+        hits = np.flatnonzero(words == probe.ctypes.data)
+        if not len(hits):
+            raise RuntimeError("cannot find the data pointer in a NumPy array object")
+        _data_offset = int(hits[0]) * words.itemsize
+    return _data_offset
 
 
 @dataclass
@@ -94,15 +116,57 @@ def _layout(plan: ProgramPlan, kernels: list, memory_plan) -> Layout:
                     span[1] = k
                 elif buf.kind == "table":
                     tables.setdefault(buf, None)
-    offsets, size = plan_arena(lifetimes, memory_plan)
-    return Layout(list(plan.inputs), list(plan.outputs.values()), list(tables), offsets, size)
+    planned, rest = _planned_offsets(lifetimes, memory_plan, kernels)
+    base = -(-getattr(memory_plan, "arena_bytes", 0) // ALIGNMENT) * ALIGNMENT if planned else 0
+    offsets, size = plan_arena(rest)
+    offsets = {buf: base + off for buf, off in offsets.items()}
+    offsets.update(planned)
+    total = max([base + size] + [off + buf.nbytes for buf, off in planned.items()])
+    return Layout(list(plan.inputs), list(plan.outputs.values()), list(tables), offsets, total)
 
 
-def plan_arena(lifetimes: dict, memory_plan=None) -> tuple:
+def _planned_offsets(lifetimes: dict, memory_plan, kernels: list) -> tuple:
+    """The scheduler's offsets (`compiler/memory_plan.py`) for the values it planned, and
+    the buffers left to `plan_arena` (our scratch, and values it does not store). An
+    in-place pair is honoured only where our loops make it safe (`_in_place_safe`)."""
+    if memory_plan is None:
+        return {}, lifetimes
+    planned, rest = {}, {}
+    by_value = {buf.value: buf for buf in lifetimes if buf.value is not None}
+    for buf, span in lifetimes.items():
+        entry = memory_plan.buffers.get(buf.value) if buf.value is not None else None
+        ok = entry is not None and entry.offset is not None and entry.size >= buf.nbytes
+        donor = memory_plan.inplace.get(buf.value) if ok else None
+        if donor is not None and not _in_place_safe(buf, by_value.get(donor),
+                                                    kernels[span[0]][1]):
+            ok = False
+        if ok:
+            planned[buf] = entry.offset
+        else:
+            rest[buf] = span
+    return planned, rest
+
+
+def _in_place_safe(buf: Buffer, donor: Buffer | None, functions: list) -> bool:
+    """Writing `buf` over `donor` is safe when one map loop writes `buf` and touches both
+    at one and the same index (each element is read before it is overwritten, and by
+    nobody else: a transposed read of the donor would see overwritten data), and the
+    kernel's other loops, if any, only touch the donor before it (a matmul's product)."""
+    if donor is None:
+        return False
+    touching = [i for i, fn in enumerate(functions) if buf in fn.buffers or donor in fn.buffers]
+    last = functions[touching[-1]] if touching else None
+    if last is None or last.offsets is None or buf not in last.offsets:
+        return False
+    if any(buf in functions[i].buffers for i in touching[:-1]):
+        return False
+    return len(last.offsets.get(buf, set()) | last.offsets.get(donor, set())) == 1
+
+
+def plan_arena(lifetimes: dict) -> tuple:
     """Offsets for the arena buffers: two share memory only if their kernels don't overlap.
 
-    Largest first, each at the lowest 64-aligned offset free during its lifetime. A
-    scheduler's `MemoryPlan` (with `offsets` by Value name) is followed where it has one.
+    Largest first, each at the lowest 64-aligned offset free during its lifetime.
     """
     placed: list = []  # (offset, end, first, last)
     offsets = {}
@@ -128,6 +192,10 @@ def _kernel_function(module, name: str, functions: list, layout: Layout, globals
     kernel.linkage = "internal"
     kernel.attributes.add("noinline")
     disjoint = _disjoint(buffers, layout)
+    if not disjoint:  # an in-place pair: the loops may not assume separate memory
+        for fn in functions:
+            for arg in fn.function.args:
+                arg.attributes.discard("noalias")
     for arg, buf in zip(kernel.args, buffers):
         arg.name = buf.name
         if disjoint:
@@ -149,7 +217,7 @@ def _kernel_function(module, name: str, functions: list, layout: Layout, globals
 def _disjoint(buffers: list, layout: Layout) -> bool:
     spans = sorted((layout.offsets[b], layout.offsets[b] + b.nbytes) for b in buffers
                    if b.kind == "arena")
-    return all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:]))
+    return all(hi <= lo for (_, hi), (lo, _) in itertools.pairwise(spans))
 
 
 def _parallel_call(module, b: ir.IRBuilder, fn, args: list) -> None:
@@ -183,8 +251,11 @@ def _entry(module, kernels: list, layout: Layout) -> None:
                       typ=PTR, name=name)
 
     pointers = {}
-    for i, buf in enumerate(layout.inputs + layout.outputs):
-        pointers[buf] = slot(i, buf.name)
+    for i, buf in enumerate(layout.inputs + layout.outputs):  # NumPy objects: read .data
+        obj = slot(i, f"{buf.name}.object")
+        field = b.gep(obj, [ir.Constant(I64, data_pointer_offset())], inbounds=True,
+                      source_etype=I8)
+        pointers[buf] = b.load(field, typ=PTR, name=buf.name)
     arena_slot = len(layout.inputs) + len(layout.outputs)
     arena = slot(arena_slot, "arena") if layout.offsets else None
     for j, buf in enumerate(layout.tables):
@@ -197,4 +268,4 @@ def _entry(module, kernels: list, layout: Layout) -> None:
     b.ret_void()
 
 
-__all__ = ["ENTRY", "EmittedProgram", "Layout", "MEMORY", "emit_program", "plan_arena"]
+__all__ = ["ENTRY", "MEMORY", "EmittedProgram", "Layout", "emit_program", "plan_arena"]

@@ -16,13 +16,27 @@ from __future__ import annotations
 
 import math
 
-import llvmlite.ir as ir
+from llvmlite import ir
 
 from ..ops.fused import GELU_A, GELU_C, INV_SQRT2, INV_SQRT_2PI
 from . import mathlib
-from .llvm_types import FAST, I1, REGISTER, call1, call2, convert, intrinsic, is_float, like
+from .llvm_types import I1, REGISTER, call1, call2, convert, intrinsic, is_float, like
 
-add, sub, mul = mathlib.add, mathlib.sub, mathlib.mul
+
+# The graph's own arithmetic rounds every operation, as NumPy does: no `contract` here, so
+# a fused kernel gives the bits of the same ops run one by one. Only the polynomials
+# inside `mathlib` may fuse multiply-adds (their accuracy was designed with that).
+def add(b, x, y):
+    return b.fadd(x, y)
+
+
+def sub(b, x, y):
+    return b.fsub(x, y)
+
+
+def mul(b, x, y):
+    return b.fmul(x, y)
+
 
 
 def _float_or_int(float_op, int_op):
@@ -80,11 +94,13 @@ def _sign(b, x):
 
 
 def _pow(b, x, y):
-    """x**y; small constant exponents become multiplies (exact: NumPy's pow rounds once)."""
-    if isinstance(y, ir.Constant) and y.constant in (0.0, 1.0, 2.0, -1.0):
-        k = y.constant
+    """x**y; the scalar exponents NumPy special-cases are special-cased the same way."""
+    if isinstance(y, ir.Constant) and y.constant in (0.0, 0.5, 1.0, 2.0, -1.0):
+        k = y.constant  # NumPy's own fast paths for these scalar exponents
         if k == 0.0:
             return like(x, 1.0)  # pow(nan, 0) is 1 too
+        if k == 0.5:
+            return call1(b, "sqrt", x)
         return {1.0: x, 2.0: mul(b, x, x), -1.0: b.fdiv(like(x, 1.0), x)}[k]
     return call2(b, "pow", x, y)
 
@@ -193,10 +209,6 @@ def supports(op: str, operand_is_float: bool) -> bool:
     """Whether `op` lowers for operands of this kind (int `div`/`pow`/`exp` do not)."""
     fn = EMITTERS.get(op)
     return fn is not None and (operand_is_float or not getattr(fn, "float_only", False))
-
-
-def fast(x):  # re-exported for the reduction combines
-    return FAST if is_float(x.type) else ()
 
 
 INFINITY = math.inf

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..ops.dtypes import int64
 from . import index as ix
-from .expr import Buffer, ExpressionBuilder, literal
+from .expr import Buffer, ExpressionBuilder
 
 
 def reshape_map(out_idx: tuple, out_shape: tuple, in_shape: tuple) -> tuple:
@@ -51,7 +51,7 @@ class IndexPlan:
         arrays = [k for k, it in enumerate(items) if isinstance(it, np.ndarray)]
         if arrays:  # with an array present, ints are advanced indices too (NumPy)
             arrays = [k for k, it in enumerate(items)
-                      if isinstance(it, np.ndarray) or isinstance(it, (int, np.integer))]
+                      if isinstance(it, (np.ndarray, int, np.integer))]
         self.items, self.advanced = items, arrays
         self.adv_shape = np.broadcast_shapes(*(np.shape(items[k]) for k in arrays)) \
             if arrays else ()
@@ -198,7 +198,3 @@ def index_plan(node) -> IndexPlan:
         found = _PLANS[id(node)] = (node, IndexPlan(shape, node.attrs["index"],
                                                     f"{node.out.name}_index"))
     return found[1]
-
-
-def constant_literal(value):
-    return literal(value, int64)

@@ -1,0 +1,424 @@
+"""The LLVM lowering (SPEC §4.3): native programs against the reference interpreter.
+
+* every primitive's sample, alone in a graph, in float32 and float64 (exact where the
+  arithmetic is the same, within a few units of round-off where it is not);
+* corners: integers, bools, casts, nan and inf, Python scalars, 0-d and empty arrays,
+  movement chains, batched and transposed matmuls;
+* randomly generated programs (tests/program_generator.py), traced and joint graphs,
+  through the scheduler's fused kernels and memory plan, and one kernel per node;
+* reductions give the same bits on 1 and 2 threads; kernels use the host's vectors;
+* the speed figures (matmul GFLOP/s, elementwise GB/s) are printed, never asserted:
+  benchmarks live in bench/.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+from program_generator import generate
+from tracegrad.compiler.interpret import run_graph
+from tracegrad.compiler.ir import GraphBuilder
+from tracegrad.compiler.ir_text import parse_graph
+from tracegrad.compiler.ops import PRIMITIVES, float32, float64
+from tracegrad.compiler.ops.dtypes import from_numpy
+
+lower = pytest.importorskip("tracegrad.compiler.lower")
+from tracegrad.compiler.lower import Kernel, NativeProgram, NotLowerable, can_lower
+from tracegrad.runtime import threads
+from tracegrad.runtime.cache import ProgramCache
+
+# Same arithmetic as NumPy's, so the same bits (sqrt is IEEE; comparisons, moves and
+# copies are exact; the extrema and arg-extrema of a row do not depend on the order).
+EXACT = {"abs", "add", "sub", "mul", "div", "neg", "sign", "relu", "copy", "cast", "where",
+         "maximum", "minimum", "lt", "le", "gt", "ge", "eq", "ne", "logical_and",
+         "logical_or", "logical_not", "sqrt", "reshape", "expand", "permute", "gather",
+         "take", "take_along", "concat", "scatter_add", "index_put", "untake",
+         "untake_along", "amax", "amin", "argmax", "argmin"}
+ULPS = 4  # others: transcendental functions, sums (another order), fused ops
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return ProgramCache(enabled=False)  # memory only: tests leave no files behind
+
+
+def native(graph, cache, **options):
+    return NativeProgram(graph, cache=cache, **options)
+
+
+def one_node_graph(name: str, dtype, seed: int = 0):
+    """The primitive's sample as a one-node graph, float arrays cast to `dtype`."""
+    prim = PRIMITIVES[name]
+    inputs, attrs = prim.sample(np.random.default_rng(seed))
+    arrays = [np.asarray(a, dtype=dtype.numpy) if np.asarray(a).dtype.kind == "f"
+              else np.asarray(a) for a in inputs]
+    b = GraphBuilder(name)
+    values = [b.add_input(a.shape, from_numpy(a.dtype)) for a in arrays]
+    b.set_outputs([b.add_node(name, values, attrs)])
+    return b.build(), arrays
+
+
+def assert_matches(actual: list, expected: list, what: str, exact=False, rtol=None) -> None:
+    assert len(actual) == len(expected), what
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        assert (a.shape, a.dtype) == (e.shape, e.dtype), f"{what} output {i}"
+        if e.dtype.kind != "f" or exact:
+            np.testing.assert_array_equal(a, e, err_msg=f"{what} output {i}")
+            continue
+        tol = rtol if rtol is not None else ULPS * np.finfo(e.dtype).eps
+        finite = np.abs(e[np.isfinite(e)])
+        scale = max(float(finite.max(initial=0.0)), 1.0 if rtol is not None else 0.0)
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * scale, equal_nan=True,
+                                   err_msg=f"{what} output {i}")
+
+
+# --- every primitive ---------------------------------------------------------------------
+
+def test_every_primitive_has_a_lowering():
+    missing = [name for name, prim in PRIMITIVES.items() if prim.lowering is None]
+    assert missing == []
+    for name in PRIMITIVES:
+        graph, _ = one_node_graph(name, float32)
+        assert can_lower(graph) == (True, ""), name
+
+
+@pytest.mark.parametrize("dtype", [float32, float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+def test_primitive_against_interpreter(name, dtype, cache):
+    graph, arrays = one_node_graph(name, dtype)
+    assert_matches(native(graph, cache).run(*arrays), run_graph(graph, *arrays), name,
+                   exact=name in EXACT)
+
+
+CORNERS = {
+    "python scalars, aliases": ('''def f(x0: f32[3,4]):
+    v0 = sub(2.0, x0)
+    v1 = div(1, v0)
+    v2 = where(True, v1, x0)
+    v3 = pow(x0, 0.5)
+    v4 = pow(x0, 2)
+    v5 = constant(array([1.0, 2.0, 3.0, 4.0], dtype=f32))
+    v6 = mul(v5, x0)
+    return (v2, x0, v0, v0, v3, v4, v5, v6)''', lambda rng: [rng.uniform(-1, 1, (3, 4))]),
+    "0-d": ('''def f(x0: f64[], x1: f64[]):
+    v0 = mul(x0, x1)
+    v1 = add(v0, x0)
+    v2 = sum(v1, axes=(), keepdims=False)
+    return (v1, v2)''', lambda rng: [np.array(2.0), np.array(3.0)]),
+    "empty": ('''def f(x0: f32[0,3]):
+    v0 = exp(x0)
+    v1 = sum(x0, axes=(0,), keepdims=True)
+    v2 = sum(x0, axes=(1,), keepdims=False)
+    return (v0, v1, v2)''', lambda rng: [np.zeros((0, 3))]),
+    "ints and bools": ('''def f(x0: i64[5], x1: i32[5], x2: bool[5]):
+    v0 = add(x0, 3)
+    v1 = cast(x1, dtype=i64)
+    v2 = mul(v0, v1)
+    v3 = lt(v2, 2.5)
+    v4 = logical_and(v3, x2)
+    v5 = cast(v4, dtype=f32)
+    v6 = sum(x0, axes=(0,), keepdims=False)
+    v7 = amax(x1, axes=(0,), keepdims=True)
+    v8 = argmin(x0, axis=None, keepdims=False)
+    v9 = abs(x0)
+    v10 = sign(x0)
+    v11 = amax(x2, axes=(0,), keepdims=False)
+    v12 = amin(x2, axes=(0,), keepdims=False)
+    v13 = maximum(x1, 2)
+    return (v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13)''', lambda rng: [
+        np.array([1, -2, 3, 4, -5]), np.array([3, 2, -1, 0, 7], np.int32),
+        np.array([True, False, True, True, False])]),
+    "casts": ('''def f(x0: f32[6]):
+    v0 = cast(x0, dtype=i64)
+    v1 = cast(x0, dtype=bool)
+    v2 = cast(x0, dtype=f64)
+    v3 = cast(v1, dtype=f32)
+    v4 = cast(v0, dtype=i32)
+    return (v0, v1, v2, v3, v4)''', lambda rng: [np.array([1.5, -2.7, 0.0, np.nan, 3e9, -0.0])]),
+    "nan and inf": ('''def f(x0: f64[10]):
+    v0 = exp(x0)
+    v1 = log(x0)
+    v2 = tanh(x0)
+    v3 = sigmoid(x0)
+    v4 = sqrt(x0)
+    v5 = log1p(x0)
+    v6 = amax(x0, axes=(0,), keepdims=False)
+    v7 = argmax(x0, axis=0, keepdims=False)
+    v8 = maximum(x0, 1.0)
+    v9 = cast(x0, dtype=f32)
+    v10 = exp(v9)
+    v11 = tanh(v9)
+    return (v0, v1, v2, v3, v4, v5, v6, v7, v8, v10, v11)''', lambda rng: [np.array(
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 800.0, -800.0, 1e-310, -1.0, 88.5])]),
+    "movement chains": ('''def f(x0: f32[2,3,4]):
+    v0 = permute(x0, dims=(2, 0, 1))
+    v1 = reshape(v0, shape=(8, 3))
+    v2 = expand(x0, shape=(5, 2, 3, 4))
+    v3 = reshape(v2, shape=(10, 12))
+    v4 = gather(v3, index=(slice(None, None, -3), None, slice(1, 10, 4)))
+    v5 = concat(v1, v1, axis=1)
+    v6 = exp(v4)
+    v7 = sum(v2, axes=(0, 2), keepdims=True)
+    v8 = gather(x0, index=(array([1, 0, 1], dtype=i64), slice(None), array([3, -1, 0], dtype=i64)))
+    return (v1, v3, v4, v5, v6, v7, v8)''', lambda rng: [rng.standard_normal((2, 3, 4))]),
+    "matmuls": ('''def f(x0: f32[3,4,5], x1: f32[5,6], x2: f32[2,1,6,4], x3: f64[7,3], x4: i64[3,2]):
+    v0 = matmul(x0, x1)
+    v1 = permute(v0, dims=(0, 2, 1))
+    v2 = matmul(x2, v0)
+    v3 = matmul(v1, x0)
+    v4 = permute(x3, dims=(1, 0))
+    v5 = matmul(v4, x3)
+    v6 = permute(x4, dims=(1, 0))
+    v7 = matmul(x4, v6)
+    return (v0, v2, v3, v5, v7)''', lambda rng: [rng.standard_normal((3, 4, 5)),
+                                             rng.standard_normal((5, 6)),
+                                             rng.standard_normal((2, 1, 6, 4)),
+                                             rng.standard_normal((7, 3)),
+                                             rng.integers(-3, 3, (3, 2))]),
+}
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "per-node"])
+@pytest.mark.parametrize("case", sorted(CORNERS))
+def test_corner_cases(case, fuse, cache):
+    text, make = CORNERS[case]
+    graph = parse_graph(text)
+    arrays = [np.asarray(a, dtype=v.dtype.numpy) for a, v in
+              zip(make(np.random.default_rng(0)), graph.inputs)]
+    with np.errstate(all="ignore"):
+        expected = run_graph(graph, *arrays)
+    assert_matches(native(graph, cache, fuse=fuse).run(*arrays), expected, case)
+
+
+# --- random programs ---------------------------------------------------------------------
+
+RANDOM_PROGRAMS = 24
+
+
+def random_graphs(seed: int) -> list:
+    """(what, graph, arrays) for program `seed`'s traced and joint graphs."""
+    import tracegrad
+    from tracegrad.tracing import trace
+
+    program = generate(seed)
+    try:
+        traced, _ = trace(program.fn, tuple(program.make_inputs(0)))
+        compiled = tracegrad.compile(program.fn)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a program that falls back to eager says so
+            compiled(*program.make_inputs(0))
+        joint = compiled.variants[0].trace
+    except Exception as exc:  # noqa: BLE001 - eager failures are test_compile_random's
+        pytest.skip(f"program {seed} does not run eagerly: {type(exc).__name__}: {exc}")
+    cases = []
+    for what, t, graph in (("traced", traced, traced.graph),
+                           ("joint", joint, joint.stages["joint"])):
+        known = {v: tensor._data for tensor, v in t.arguments + t.captured}
+        rng = np.random.default_rng(seed)
+        arrays = [np.array(known[v]) if v in known else
+                  (rng.standard_normal(v.shape).astype(v.dtype.numpy)
+                   if v.dtype.is_floating_point else
+                   rng.integers(0, 2, v.shape).astype(v.dtype.numpy))
+                  for v in graph.inputs]
+        cases.append((what, graph, arrays))
+    return cases
+
+
+@pytest.mark.parametrize("seed", range(RANDOM_PROGRAMS))
+def test_random_programs(seed, cache):
+    for what, graph, arrays in random_graphs(seed):
+        ok, why = can_lower(graph)
+        assert ok, why
+        low = any(v.dtype is float32 for v in graph.values())
+        rtol = 1e-5 if low else 1e-12
+        with np.errstate(all="ignore"):
+            expected = run_graph(graph, *arrays)
+        for fuse in ([True, False] if seed % 3 == 0 else [True]):
+            actual = native(graph, cache, fuse=fuse).run(*arrays)
+            assert_matches(actual, expected, f"program {seed} {what} fuse={fuse}", rtol=rtol)
+
+
+# --- threads, vectors --------------------------------------------------------------------
+
+THREADED = {
+    "sum of 2^20": ("def f(x0: f32[1048576]):\n    v0 = sum(x0, axes=(0,), keepdims=False)\n"
+                    "    return (v0,)"),
+    "row sums": ("def f(x0: f32[512,2048]):\n    v0 = sum(x0, axes=(1,), keepdims=True)\n"
+                 "    v1 = amax(x0, axes=(1,), keepdims=False)\n    return (v0, v1)"),
+    "column sums": ("def f(x0: f32[2048,512]):\n    v0 = sum(x0, axes=(0,), keepdims=False)\n"
+                    "    return (v0,)"),
+    "softmax": ("def f(x0: f32[64,4096]):\n    v0 = softmax(x0, axis=1)\n"
+                "    v1 = sum(v0, axes=(0, 1), keepdims=False)\n    return (v0, v1)"),
+    "elementwise": ("def f(x0: f64[1048576]):\n    v0 = tanh(x0)\n    v1 = mul(v0, x0)\n"
+                    "    return (v1,)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(THREADED))
+def test_same_bits_whatever_the_thread_count(case, cache):
+    graph = parse_graph(THREADED[case])
+    x = np.random.default_rng(1).standard_normal(graph.inputs[0].shape)
+    x = x.astype(graph.inputs[0].dtype.numpy)
+    program = native(graph, cache)
+    before = threads.num_threads()
+    try:
+        results = []
+        for count in (1, 2, 3):
+            threads.set_num_threads(count)
+            results.append(program.run(x))
+    finally:
+        threads.set_num_threads(before)
+    for other in results[1:]:
+        assert [a.tobytes() for a in other] == [a.tobytes() for a in results[0]]
+    assert_matches(results[0], run_graph(graph, x), case, rtol=1e-5)
+
+
+def _has_avx512() -> bool:
+    import llvmlite.binding as llvm
+    from tracegrad.runtime.engine import default_engine
+
+    assert default_engine().host  # initialises LLVM's native target
+    return bool(llvm.get_host_cpu_features().get("avx512f"))
+
+
+FUSED_CHAIN = """def chain(x0: f32[1048576], x1: f32[1048576], x2: f32[1048576]):
+    v0 = mul(x0, x1)
+    v1 = add(v0, x2)
+    v2 = relu(v1)
+    return (v2,)"""
+
+
+def test_elementwise_kernel_uses_the_vector_width(cache):
+    if not _has_avx512():
+        pytest.skip("the host has no AVX-512")
+    graph = parse_graph(FUSED_CHAIN)
+    program = native(graph, cache, kernels=[Kernel("k0_mul_add_relu", list(graph.nodes))])
+    asm = program.assembly
+    assert "k0_mul_add_relu" in asm
+    assert "zmm" in asm
+
+
+def _best(fn, repeat: int = 20) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def test_elementwise_throughput_is_reported(cache, capsys):
+    graph = parse_graph(FUSED_CHAIN)
+    n = graph.inputs[0].shape[0]
+    arrays = [np.random.default_rng(i).standard_normal(n).astype(np.float32) for i in range(3)]
+    start = time.perf_counter()  # a cache of its own: this measures a real compile
+    program = native(graph, ProgramCache(enabled=False),
+                     kernels=[Kernel("k0_mul_add_relu", list(graph.nodes))])
+    compile_ms = (time.perf_counter() - start) * 1e3
+    assert_matches(program.run(*arrays), run_graph(graph, *arrays), "chain")  # FMA: not exact
+    seconds = _best(lambda: program.run(*arrays))
+    numpy_seconds = _best(lambda: run_graph(graph, *arrays))
+    with capsys.disabled():
+        print(f"\n[lower] mul-add-relu over 2^20 float32, one fused kernel: "
+              f"{16 * n / seconds / 1e9:.1f} GB/s ({seconds * 1e3:.3f} ms; NumPy op by op "
+              f"{numpy_seconds * 1e3:.3f} ms; compile {compile_ms:.0f} ms)")
+
+
+def test_matmul_throughput_is_reported(cache, capsys):
+    from tracegrad.compiler.lower import matmul
+
+    n = 512
+    graph = parse_graph(f"def mm(x0: f32[{n},{n}], x1: f32[{n},{n}]):\n"
+                        f"    v0 = matmul(x0, x1)\n    return (v0,)")
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    figures = {}
+    saved = matmul.BACKEND
+    try:
+        for backend in ("blas", "loops"):
+            matmul.BACKEND = backend
+            run = native(graph, cache).run
+            assert_matches(run(a, b), [a @ b], backend, rtol=1e-4)
+            figures[backend] = 2 * n ** 3 / _best(lambda run=run: run(a, b), 5) / 1e9
+    finally:
+        matmul.BACKEND = saved
+    with capsys.disabled():
+        print(f"\n[lower] matmul 512x512 float32: BLAS {figures['blas']:.0f} GFLOP/s, "
+              f"own loop nest {figures['loops']:.0f} GFLOP/s")
+
+
+# --- the API around it -------------------------------------------------------------------
+
+def test_cannot_lower_names_the_node(cache):
+    graph = parse_graph("def f(x0: i64[2]):\n    v0 = exp(x0)\n    return (v0,)")
+    ok, why = can_lower(graph)
+    assert not ok and "v0 = exp(x0)" in why and "i64" in why
+    with pytest.raises(NotLowerable, match="exp"):
+        native(graph, cache)
+
+
+def test_hand_made_kernels_and_schedules(cache):
+    graph = parse_graph("""def f(x0: f32[64,32], x1: f32[32]):
+    v0 = add(x0, x1)
+    v1 = exp(v0)
+    v2 = sum(v1, axes=(1,), keepdims=True)
+    v3 = div(v1, v2)
+    return (v3, v2)""")
+    x = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    y = np.random.default_rng(1).standard_normal(32).astype(np.float32)
+    expected = run_graph(graph, x, y)
+    one = native(graph, cache, kernels=[Kernel("k0_softmax_by_hand", list(graph.nodes))])
+    assert one.kernel_names == ["k0_softmax_by_hand"]
+    assert_matches(one.run(x, y), expected, "one kernel", rtol=1e-6)
+
+    class Schedule:  # anything with .graph and .kernels whose items have .nodes
+        def __init__(self, graph):
+            self.graph = graph
+            self.kernels = [type("K", (), {"nodes": [n], "outputs": [n.out]})()
+                            for n in graph.nodes]
+
+    per_node = NativeProgram(Schedule(graph), cache=cache)
+    assert len(per_node.kernel_names) == 4
+    assert_matches(per_node.run(x, y), expected, "schedule-like", rtol=1e-6)
+
+
+def test_a_program_compiles_once(cache):
+    graph = parse_graph("def f(x0: f64[3]):\n    v0 = sin(x0)\n    return (v0,)")
+    native(graph, cache)
+    hits = cache.stats.memory_hits
+    native(graph, cache)
+    assert cache.stats.memory_hits == hits + 1
+
+
+def test_inputs_are_checked(cache):
+    graph = parse_graph("def f(x0: f64[3]):\n    v0 = sin(x0)\n    return (v0,)")
+    program = native(graph, cache)
+    from tracegrad.compiler.ir import IRError
+
+    with pytest.raises(IRError, match="expects f64"):
+        program.run(np.zeros(3, np.float32))
+    strided = np.arange(6.0)[::2]  # not contiguous: copied, not misread
+    np.testing.assert_array_equal(program.run(strided)[0], np.sin(strided))
+
+
+def test_import_tracegrad_loads_no_llvm():
+    code = ("import sys, tracegrad; "
+            "print('llvmlite' in sys.modules, 'tracegrad.compiler.lower' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "False"]
+
+
+@pytest.mark.parametrize("module", ["index", "expr", "views", "lowering", "plan", "program", "reduce_loops",
+                                    "execute", "scalar", "nests"])
+def test_docstring_examples(module):
+    found = doctest.testmod(importlib.import_module(f"tracegrad.compiler.lower.{module}"))
+    assert not found.failed
