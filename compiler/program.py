@@ -1,8 +1,10 @@
 """A program: one graph, scheduled into kernels with a memory plan, ready to run.
 
-This is the `scheduled` stage of SPEC §4.3. `run` executes the schedule kernel by kernel
-on the planned arena with the reference NumPy kernels (so every compiled result keeps
-being checked against eager); the LLVM backend runs the same schedule natively.
+This is the `scheduled` stage of SPEC §4.3. A program runs natively: the LLVM backend
+(`compiler/lower/`) compiles the schedule into one entry point, through the runtime's
+cache. Where a graph holds something the backend cannot lower, or `native=False`, the
+schedule runs on the reference NumPy kernels instead (`run_schedule`), and
+`fallback_reason` says why, so the caller can warn.
 
 >>> from tracegrad.compiler.ir_text import parse_graph
 >>> import numpy as np
@@ -13,23 +15,50 @@ being checked against eager); the LLVM backend runs the same schedule natively.
 
 from __future__ import annotations
 
+import os
+
 from .ir import Graph
 from .memory_plan import plan_memory
 from .run_schedule import run_schedule
 from .schedule import print_schedule, schedule
 
 
+def native_by_default() -> bool:
+    """`TRACEGRAD_BACKEND=numpy` runs compiled programs on the NumPy kernels."""
+    return os.environ.get("TRACEGRAD_BACKEND", "llvm") != "numpy"
+
+
 class Program:
     """`graph` scheduled and planned; `run(*arrays)` has `run_graph`'s contract."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, native: bool | None = None, cache: bool = True):
         self.graph = graph
         self.schedule = schedule(graph)
         # Outputs (new parameters, gradients) get buffers of their own: they outlive the
         # call, so keeping them in the arena would only pin arena space to the end.
         self.plan = plan_memory(self.schedule, outputs_in_arena=False)
+        self.native = None
+        self.fallback_reason = None
+        if native_by_default() if native is None else native:
+            self._compile(cache)
+
+    def _compile(self, cache: bool) -> None:
+        from .lower import NativeProgram, can_lower
+
+        lowerable, why = can_lower(self.graph)
+        if not lowerable:
+            self.fallback_reason = why
+            return
+        program_cache = None
+        if not cache:
+            from ..runtime.cache import ProgramCache
+
+            program_cache = ProgramCache(enabled=False)
+        self.native = NativeProgram(self.schedule, memory_plan=self.plan, cache=program_cache)
 
     def run(self, *arrays):
+        if self.native is not None:
+            return self.native.run(*arrays)
         return run_schedule(self.schedule, self.plan, *arrays)
 
     def describe(self) -> str:

@@ -9,7 +9,11 @@ RTLD_GLOBAL, which the variable below asks for (it must be set before torch is i
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("TORCH_USE_RTLD_GLOBAL", "1")
 
 from golden_option import pytest_addoption  # noqa: E402, F401  (--update-golden)
+
+# Compiled programs go to a cache of this test run, not the user's ~/.cache/tracegrad.
+os.environ.setdefault("TRACEGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="tracegrad-test-cache-"))

@@ -47,6 +47,8 @@ class CompiledFunction:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.fullgraph = fullgraph
+        self.cache = cache
+        self.interpreter_warned = False
         self.verify_calls = verify
         self.variants = []
         self.fallback_reason = None
@@ -78,7 +80,7 @@ class CompiledFunction:
         from .compiled_variant import Variant, trace_variant
 
         reach_before = _identities(self.fn)
-        trace, result, outputs = trace_variant(self.fn, args, kwargs)
+        trace, result, outputs = trace_variant(self.fn, args, kwargs, self.cache)
         if trace.broken:
             if self.fullgraph:
                 tracing.undo(trace.tracer)
@@ -96,6 +98,7 @@ class CompiledFunction:
         self.variants.append(variant)
         self._event("recompiles", f"variant {variant.index} traced: {len(trace.graph.nodes)} "
                                   f"nodes, {len(trace.guards)} value guards")
+        self._warn_if_interpreted(variant)
         return result
 
     def _fall_back(self, reason):
@@ -110,6 +113,17 @@ class CompiledFunction:
             warnings.warn(f"tracegrad.compile: {self.__name__} runs eagerly: {reason}",
                           stacklevel=4)
         return self.fn
+
+    def _warn_if_interpreted(self, variant) -> None:
+        programs = [variant.trace.program]
+        if variant.outputs.backward is not None:
+            programs.append(variant.outputs.backward.partition.program)
+        reasons = [p.fallback_reason for p in programs if p.fallback_reason]
+        if reasons and not self.interpreter_warned:
+            self.interpreter_warned = True
+            self._event("kernels", f"runs on the NumPy interpreter: {reasons[0]}")
+            warnings.warn(f"tracegrad.compile: {self.__name__} runs on the NumPy interpreter "
+                          f"(no native code): {reasons[0]}", stacklevel=4)
 
     def _verify(self, variant, args, kwargs):
         from .compiled_verify import run_and_compare

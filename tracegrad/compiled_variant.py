@@ -23,7 +23,7 @@ from .tensor import Tensor
 GUARD_FAILED = object()  # what `Variant.run` returns when a value guard does not hold
 
 
-def trace_variant(fn, args, kwargs):
+def trace_variant(fn, args, kwargs, cache: bool = True):
     """Trace one call (an eager run); returns (trace, eager result, backward info)."""
     trace, result = tracing.trace(fn, args, kwargs)
     trace.stages = {"traced": trace.graph, "joint": trace.graph}
@@ -32,12 +32,12 @@ def trace_variant(fn, args, kwargs):
     backward = None
     if grad_mode.state.enabled and not trace.saw_backward and not trace.broken \
             and any(needs_grad):
-        backward = _trace_backward(trace, [t for t in results if t._requires_grad])
+        backward = _trace_backward(trace, [t for t in results if t._requires_grad], cache)
     elif not trace.broken:
         trace.graph, trace.pass_reports = optimize(trace.graph)
         trace.stages["optimized"] = trace.graph
     if not trace.broken:
-        trace.program = Program(trace.graph)
+        trace.program = Program(trace.graph, cache=cache)
     return trace, result, Outputs(needs_grad, [t.grad_fn.name() if t.grad_fn else None
                                                for t in results], backward)
 
@@ -58,7 +58,7 @@ class Backward:
         self.grad_present = grad_present  # per such tensor: whether a gradient exists
 
 
-def _trace_backward(trace, outputs: list) -> Backward:
+def _trace_backward(trace, outputs: list, cache: bool) -> Backward:
     """Extend `trace` with the gradients of `outputs`; split the joint graph."""
     from .autograd import grad as autograd_grad
 
@@ -86,7 +86,7 @@ def _trace_backward(trace, outputs: list) -> Backward:
     # forward and backward are optimised together, then split
     optimized, trace.pass_reports = optimize(joint)
     partition = partition_with_remat(optimized, cotangent_values, len(forward_outputs))
-    partition.program = Program(partition.backward)
+    partition.program = Program(partition.backward, cache=cache)
     trace.graph = partition.forward
     trace.stages["joint"] = joint
     trace.stages["optimized"] = optimized
