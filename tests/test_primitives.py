@@ -180,3 +180,16 @@ def test_fused_primitive_agrees_with_its_decomposition(name):
     (g_fused,) = tracegrad.autograd.grad(fused, x, cot)
     (g_composed,) = tracegrad.autograd.grad(composed, x, cot)
     np.testing.assert_allclose(g_fused.numpy(), g_composed.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_remembered_residuals_never_change_results():
+    """gelu and layer_norm leave a value for their backward; an in-place write drops it."""
+    import tracegrad as torch
+    from tracegrad.compiler.ops import gelu_slope
+
+    x = torch.tensor([0.5, -1.0, 2.0])
+    torch.nn.functional.gelu(x, approximate="tanh")  # remembers 1 + tanh(u) for x
+    x.add_(1.0)  # x changes in place: the remembered value must not be used
+    fresh = torch.tensor([1.5, 0.0, 3.0])
+    np.testing.assert_array_equal(gelu_slope(x, approximate="tanh").numpy(),
+                                  gelu_slope(fresh, approximate="tanh").numpy())

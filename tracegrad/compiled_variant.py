@@ -15,6 +15,7 @@ from . import tracing
 from .autograd import grad_mode
 from .compiled_backward import attach_backward, spent_backward
 from .compiler.ops.dtypes import from_numpy
+from .compiler.ops.residuals import forget
 from .compiler.pipeline import optimize
 from .compiler.program import Program
 from .compiler.remat import partition_with_remat
@@ -139,6 +140,7 @@ class Variant:
     def _write_back(self, arrays, inputs) -> None:
         trace = self.trace
         for (tensor, _), array in zip(trace.writes, arrays):
+            forget(tensor._data)
             np.copyto(tensor._data, array, casting="unsafe")
             tensor._version[0] += 1
         rest = iter(arrays[len(trace.writes):])

@@ -15,6 +15,7 @@ import numpy as np
 
 from .compiler.ops.dtypes import float32, int64
 from .creation import _finish, _shape
+from .compiler.ops.residuals import forget
 from .tensor import Tensor
 from .trace_state import state as _trace
 
@@ -125,6 +126,7 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None) -> Tensor:
 def fill_uniform_(tensor: Tensor, low: float, high: float, generator=None) -> Tensor:
     """Overwrite `tensor` with uniform values on [low, high) (for `nn.init`)."""
     data = _rng(generator).uniform(low, high, size=tensor._data.shape)
+    forget(tensor._data)
     tensor._data[...] = data
     tensor._version[0] += 1
     return tensor
@@ -132,6 +134,7 @@ def fill_uniform_(tensor: Tensor, low: float, high: float, generator=None) -> Te
 
 def fill_normal_(tensor: Tensor, mean: float, std: float, generator=None) -> Tensor:
     data = _rng(generator).normal(mean, std, size=tensor._data.shape)
+    forget(tensor._data)
     tensor._data[...] = data
     tensor._version[0] += 1
     return tensor

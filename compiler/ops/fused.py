@@ -19,6 +19,7 @@ import numpy as np
 
 from .elementwise import erf_kernel, quiet, same_shape
 from .primitive import Primitive
+from .residuals import recall, remember
 from .samples import floats
 
 GELU_C = math.sqrt(2 / math.pi)  # the tanh approximation's constants
@@ -49,7 +50,8 @@ def _gelu_kernel(x, approximate):
         u *= x
         u *= GELU_C
         np.tanh(u, out=u)
-        u += 1
+        u += 1  # 1 + tanh(u): the backward's slope needs it too
+        remember(x, "gelu_1+tanh", u.copy())
         u *= x
         u *= 0.5
         return u
@@ -60,21 +62,24 @@ def _gelu_kernel(x, approximate):
 def _gelu_slope_kernel(x, approximate):
     """d gelu / dx, elementwise."""
     if approximate == "tanh":
-        x2 = x * x
-        t = x2 * GELU_A
-        t += 1
-        t *= x
-        t *= GELU_C
-        np.tanh(t, out=t)  # t = tanh(u)
-        du = x2
-        du *= 3 * GELU_A
-        du += 1
-        du *= GELU_C  # du = u'
-        slope = 1 - t * t
-        slope *= du
+        # slope = (1 + t)/2 + x (1 - t²) u'/2 = s (1 + x (2 - s) u') / 2 with s = 1 + t
+        s = recall(x, "gelu_1+tanh")
+        if s is None:
+            s = x * x
+            s *= GELU_A
+            s += 1
+            s *= x
+            s *= GELU_C
+            np.tanh(s, out=s)
+            s += 1
+        du = x * x
+        du *= 3 * GELU_A * GELU_C
+        du += GELU_C  # du = u' = C (1 + 3 A x²)
+        slope = 2 - s
         slope *= x
-        t += 1
-        slope += t
+        slope *= du
+        slope += 1
+        slope *= s
         slope *= 0.5
         return slope
     cdf = 0.5 * (1 + erf_kernel(x * x.dtype.type(INV_SQRT2)))
@@ -178,7 +183,9 @@ def _layer_norm_kernel(x, axes, eps):
     centred = x - np.mean(x, axis=axes, keepdims=True)
     var = np.mean(np.square(centred), axis=axes, keepdims=True)
     var += eps
-    centred *= 1 / np.sqrt(var)
+    rstd = 1 / np.sqrt(var)
+    remember(x, ("rstd", axes, eps), rstd)  # the backward needs it too
+    centred *= rstd
     return centred
 
 
@@ -188,8 +195,10 @@ def _inverse_std(x, axes, eps):
 
 
 def _layer_norm_backward_kernel(g, x, out, axes, eps):
-    centred = x - np.mean(x, axis=axes, keepdims=True)
-    rstd = 1 / np.sqrt(np.mean(np.square(centred), axis=axes, keepdims=True) + eps)
+    rstd = recall(x, ("rstd", axes, eps))
+    if rstd is None:
+        centred = x - np.mean(x, axis=axes, keepdims=True)
+        rstd = 1 / np.sqrt(np.mean(np.square(centred), axis=axes, keepdims=True) + eps)
     grad = g - np.mean(g, axis=axes, keepdims=True)
     grad -= out * np.mean(g * out, axis=axes, keepdims=True)
     grad *= rstd

@@ -19,6 +19,7 @@ import numpy as np
 from ..autograd import grad_mode
 from ..compiler import ops
 from ..eager import apply
+from ..compiler.ops.residuals import forget
 from ..tensor import Tensor
 from ..trace_state import state as _trace
 
@@ -122,6 +123,7 @@ def _write_checked(target: Tensor, write, result: Tensor | None = None) -> None:
     if result is not None and result._data.shape != target._data.shape:
         raise RuntimeError(f"output with shape {list(target.shape)} doesn't match the "
                            f"broadcast shape {list(result.shape)}")
+    forget(target._data)  # values a kernel remembered for the old contents are stale
     try:
         write(target._data)
     except (TypeError, np.exceptions.UFuncTypeError) as exc:
