@@ -38,6 +38,8 @@ def apply(prim, inputs: tuple, attrs: dict):
     if profiler.state.active:
         with profiler.record_function(prim.name):
             out = _run_kernel(prim, inputs, arrays, attrs)
+    elif not _grad.enabled and prim.kind == "elementwise" and _all_broadcast(arrays):
+        out = _on_one_element(prim, inputs, arrays, attrs)
     else:
         try:
             out = prim.kernel(*arrays, **attrs)
@@ -64,6 +66,25 @@ def apply(prim, inputs: tuple, attrs: dict):
     if _trace.tracer is not None:
         _trace.tracer.record(prim, inputs, attrs, result)
     return result
+
+
+def _all_broadcast(arrays) -> bool:
+    """Whether every array operand repeats one element (a broadcast of a scalar, as the
+    backward of `sum` or `mean` makes): the op then needs computing once."""
+    found = False
+    for a in arrays:
+        if type(a) is _ndarray:
+            if a.size <= 1 or any(a.strides):
+                return False
+            found = True
+    return found
+
+
+def _on_one_element(prim, inputs, arrays, attrs):
+    shape = np.broadcast_shapes(*(a.shape for a in arrays if type(a) is _ndarray))
+    ones = [a.reshape(-1)[:1].reshape(()) if type(a) is _ndarray else a for a in arrays]
+    value = np.asarray(_run_kernel(prim, inputs, ones, attrs))
+    return np.broadcast_to(value, shape)  # read-only; an in-place write copies it first
 
 
 def _run_kernel(prim, inputs, arrays, attrs):

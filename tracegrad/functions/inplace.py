@@ -124,6 +124,10 @@ def _write_checked(target: Tensor, write, result: Tensor | None = None) -> None:
         raise RuntimeError(f"output with shape {list(target.shape)} doesn't match the "
                            f"broadcast shape {list(result.shape)}")
     forget(target._data)  # values a kernel remembered for the old contents are stale
+    data = target._data
+    if target._base is None and not data.flags.writeable and not any(data.strides) and \
+            data.base is not None:  # one repeated element (eager.py), not a view: copy on write
+        target._data = np.array(data, copy=True)
     try:
         write(target._data)
     except (TypeError, np.exceptions.UFuncTypeError) as exc:
