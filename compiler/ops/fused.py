@@ -167,9 +167,9 @@ def log_softmax_decomposition(x, axis):
 
 
 def _softmax_backward_kernel(g, out, axis):
-    grad = g * out
-    s = row_sum(grad, axis)
-    grad -= out * s
+    s = row_sum(g * out, axis)
+    grad = g - s  # out (g - sum(g out)), in two passes over the rows
+    grad *= out
     return grad
 
 
