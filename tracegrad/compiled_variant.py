@@ -127,14 +127,18 @@ class Variant:
             self.failure = f"the compiled program raised {type(exc).__name__}: {exc}"
             return GUARD_FAILED
         guards = self.trace.guards
-        for guard, got in zip(guards, outputs[self.guards_start:self.saved_start]):
-            if _python_value(got, guard.kind) != guard.observed:
-                self.failure = (f"{guard.kind}() at {guard.loc} gave "
-                                f"{_python_value(got, guard.kind)!r}, traced with "
-                                f"{guard.observed!r}")
-                return GUARD_FAILED
-        self._write_back(outputs[self.result_count:self.guards_start], arrays)
-        return self._results(outputs[:self.result_count], outputs[self.saved_start:], arrays,
+        if guards:
+            for guard, got in zip(guards, outputs[self.guards_start:self.saved_start]):
+                if _python_value(got, guard.kind) != guard.observed:
+                    self.failure = (f"{guard.kind}() at {guard.loc} gave "
+                                    f"{_python_value(got, guard.kind)!r}, traced with "
+                                    f"{guard.observed!r}")
+                    return GUARD_FAILED
+        inputs = {id(a) for a in arrays}
+        self._write_back(outputs[self.result_count:self.guards_start], inputs)
+        if not self.result_count:  # nothing but Python values (or None) comes back
+            return self.trace.outputs
+        return self._results(outputs[:self.result_count], outputs[self.saved_start:], inputs,
                              args, kwargs)
 
     def _write_back(self, arrays, inputs) -> None:
@@ -170,11 +174,11 @@ class Variant:
                 "checks": self.guard.source}
 
 
-def _fresh(array, inputs):
+def _fresh(array, input_ids: set):
     """`array`, copied if it is an input passed straight through (a result must not alias
     state the next call overwrites), a read-only broadcast view, or a view of another
     array (it may be a result twice over)."""
-    if array.base is not None or not array.flags.writeable or any(array is i for i in inputs):
+    if array.base is not None or id(array) in input_ids or not array.flags.writeable:
         return np.array(array, copy=True)
     return array
 
