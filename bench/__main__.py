@@ -180,9 +180,9 @@ def format_table(results: dict) -> str:
                      f"{m['tracegrad eager'] / 2**20:.1f} MiB | {e['tracegrad eager']:.1e} | "
                      f"{e.get('tracegrad compiled', float('nan')):.1e} |")
     if any(r["compile"] for r in results.values()):
-        lines += ["", "The compiled path (graph run by the reference NumPy interpreter until the "
-                  "LLVM backend lands): first call (trace), graph nodes, and per-call overhead "
-                  "excluding execution (guards, binding, write-back):", "",
+        lines += ["", "The compiled path (native code from the LLVM backend): first call in a "
+                  "fresh cache directory (trace, passes, schedule, LLVM), graph nodes, and "
+                  "per-call overhead excluding execution (guards, binding, write-back):", "",
                   "| workload | first call | nodes | overhead per call |", "|---|---|---|---|"]
         for name, r in results.items():
             c = r["compile"]
