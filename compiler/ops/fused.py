@@ -41,20 +41,26 @@ def lifted(kernel):
 
 
 # --- gelu ---
+def _one_plus_tanh(x):
+    """1 + tanh(u) with u = C (x + A x³), the core of the tanh approximation, in place."""
+    s = x * x
+    s *= GELU_A
+    s += 1
+    s *= x
+    s *= GELU_C
+    np.tanh(s, out=s)
+    s += 1
+    return s
+
+
 @lifted
 def _gelu_kernel(x, approximate):
     if approximate == "tanh":
-        u = x * x
-        u *= GELU_A
-        u += 1
-        u *= x
-        u *= GELU_C
-        np.tanh(u, out=u)
-        u += 1  # 1 + tanh(u): the backward's slope needs it too
-        remember(x, "gelu_1+tanh", u.copy())
-        u *= x
-        u *= 0.5
-        return u
+        s = _one_plus_tanh(x)
+        remember(x, "gelu_1+tanh", s)  # the backward's slope needs it too
+        out = s * x
+        out *= 0.5
+        return out
     return (0.5 * x * (1 + erf_kernel(x * x.dtype.type(INV_SQRT2)))).astype(x.dtype, copy=False)
 
 
@@ -65,13 +71,7 @@ def _gelu_slope_kernel(x, approximate):
         # slope = (1 + t)/2 + x (1 - t²) u'/2 = s (1 + x (2 - s) u') / 2 with s = 1 + t
         s = recall(x, "gelu_1+tanh")
         if s is None:
-            s = x * x
-            s *= GELU_A
-            s += 1
-            s *= x
-            s *= GELU_C
-            np.tanh(s, out=s)
-            s += 1
+            s = _one_plus_tanh(x)
         du = x * x
         du *= 3 * GELU_A * GELU_C
         du += GELU_C  # du = u' = C (1 + 3 A x²)
