@@ -257,10 +257,6 @@ ERRORS = {
     "unknown stage": (["ir", "{script}", "--stage", "lowered"],
                       ("tracegrad ir: unknown stage 'lowered' "
                        "(stages: traced, joint, optimized, scheduled, llvm, asm)")),
-    "stage not built yet": (["ir", "{script}", "--stage", "llvm"],
-                            ("tracegrad ir: stage 'llvm' (LLVM IR, before and after LLVM's "
-                             "optimiser) is not available yet (available now: traced, joint, "
-                             "optimized, scheduled)")),
     "unknown format": (["ir", "{script}", "--format", "png"],
                        "tracegrad ir: argument --format: invalid choice: 'png'"),
     "input without function": (["ir", "{script}", "--input", "f32[3]"],
@@ -315,3 +311,18 @@ def test_through_a_subprocess(script, tmp_path):
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr == ("tracegrad ir: --input 'f32[8' is not a type like f32[64,784] "
                               "(element types: f32, f64, i32, i64, bool)\n")
+
+
+def test_llvm_and_asm_stages_show_native_code(tmp_path, capsys):
+    from tracegrad.cli import main
+
+    script = tmp_path / "native.py"
+    script.write_text("import tracegrad as torch\n"
+                      "f = torch.compile(lambda x: (x * 2 + 1).relu())\n"
+                      "f(torch.ones(64)); f(torch.ones(64))\n")
+    assert main(["ir", str(script), "--stage", "llvm"]) == 0
+    llvm = capsys.readouterr().out
+    assert "before LLVM's optimiser" in llvm and "after LLVM's optimiser" in llvm
+    assert "define" in llvm
+    assert main(["ir", str(script), "--stage", "asm"]) == 0
+    assert "host assembly" in capsys.readouterr().out

@@ -74,8 +74,10 @@ STAGES = [
     Stage("scheduled", "fused kernels, buffers and memory plan",
           lambda v: v.trace.program.graph, text=lambda v: _scheduled_text(v),
           dot=lambda v: _scheduled_dot(v)),
-    Stage("llvm", "LLVM IR, before and after LLVM's optimiser", None),
-    Stage("asm", "host assembly", None),
+    Stage("llvm", "LLVM IR, before and after LLVM's optimiser",
+          lambda v: v.trace.program.graph, text=lambda v: _native_text(v, "llvm")),
+    Stage("asm", "host assembly", lambda v: v.trace.program.graph,
+          text=lambda v: _native_text(v, "asm")),
 ]
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
 FORMATS = ("text", "dot", "svg")
@@ -296,6 +298,25 @@ def _scheduled_text(variant) -> str:
     if backward is not None:
         parts += ["# --- the backward program ---", backward.partition.program.describe(),
                   backward.partition.report()]
+    return "\n".join(parts)
+
+
+def _native_text(variant, stage: str) -> str:
+    """The programs' LLVM IR (before and after LLVM's optimiser) or host assembly."""
+    programs = [("forward" if variant.outputs.backward else "program",
+                 variant.trace.program)]
+    if variant.outputs.backward is not None:
+        programs.append(("backward", variant.outputs.backward.partition.program))
+    parts = []
+    for label, program in programs:
+        native = program.native
+        if native is None:
+            parts.append(f"; {label}: runs on the NumPy interpreter ({program.fallback_reason})")
+        elif stage == "llvm":
+            parts += [f"; --- {label}: LLVM IR before LLVM's optimiser ---", native.ir,
+                      f"; --- {label}: LLVM IR after LLVM's optimiser ---", native.optimized_ir]
+        else:
+            parts += [f"# --- {label}: host assembly ---", native.assembly]
     return "\n".join(parts)
 
 
