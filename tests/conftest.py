@@ -13,7 +13,7 @@ import tempfile
 
 os.environ.setdefault("TORCH_USE_RTLD_GLOBAL", "1")
 
-from golden_option import pytest_addoption  # noqa: E402, F401  (--update-golden)
+from golden_option import pytest_addoption  # noqa: F401  (--update-golden)
 
 # Compiled programs go to a cache of this test run, not the user's ~/.cache/tracegrad.
 os.environ.setdefault("TRACEGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="tracegrad-test-cache-"))

@@ -5,11 +5,11 @@ import warnings
 
 import numpy as np
 import pytest
+from tracegrad.compiler.ir import graph_equal, verify
+from tracegrad.compiler.ir_text import parse_graph, print_graph
 
 import tracegrad as torch
 from tracegrad.compiled import CompileFallback
-from tracegrad.compiler.ir import graph_equal, verify
-from tracegrad.compiler.ir_text import parse_graph, print_graph
 
 nn = torch.nn
 F = nn.functional

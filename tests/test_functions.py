@@ -10,6 +10,7 @@ import weakref
 
 import numpy as np
 import pytest
+from numeric import finite_differences
 from op_table import CASES, ERRORS, PROMOTIONS, SPEC_FUNCTIONS, Case
 from tracegrad.compiler.ops import float32, float64
 
@@ -116,17 +117,7 @@ def _finite_differences(case, arrays, cots) -> list:
         return sum(float(np.sum(o.numpy() * c)) for o, c in zip(outs, cots)
                    if o.dtype.is_floating_point)
 
-    result = []
-    for i in float_positions(arrays):
-        grad = np.zeros_like(arrays[i])
-        for k in range(arrays[i].size):
-            shifted = [a.copy() for a in arrays]
-            shifted[i].flat[k] += EPS
-            up = f(shifted)
-            shifted[i].flat[k] -= 2 * EPS
-            grad.flat[k] = (up - f(shifted)) / (2 * EPS)
-        result.append(grad)
-    return result
+    return finite_differences(f, arrays, float_positions(arrays))
 
 
 GRAD_CASES = [p for p in case_params()

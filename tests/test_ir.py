@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 import pytest
+from golden_option import check_golden
 from tracegrad.compiler.interpret import run_graph, values_dead_after
 from tracegrad.compiler.ir import Graph, GraphBuilder, IRError, Node, Value, graph_equal, verify
 from tracegrad.compiler.ir_dot import graph_to_dot
@@ -375,12 +376,7 @@ def golden_cases():
 def test_golden(filename, request):
     text = golden_cases()[filename]
     path = GOLDEN / filename
-    if request.config.getoption("--update-golden", default=False):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run pytest --update-golden to write it")
-    assert text == path.read_text(), f"{filename} changed; pytest --update-golden accepts it"
+    check_golden(path, text, request)
     if filename.endswith(".txt"):
         assert print_graph(parse_graph(path.read_text())) == text
 

@@ -47,9 +47,10 @@ def test_import_loads_no_llvm_and_no_networkx():
 
 
 def test_one_import_name():
-    import tracegrad
     import tracegrad.compiler.ops
     import tracegrad.runtime
+
+    import tracegrad
 
     assert tracegrad.compiler.ops.PRIMITIVES
     assert tracegrad.runtime.__name__ == "tracegrad.runtime"
@@ -85,9 +86,10 @@ def test_autograd_tour_prints_what_pytorch_prints():
 
 
 def test_fused_primitives_equal_their_decompositions():
-    import tracegrad as torch
     from tracegrad.compiler.ops import PRIMITIVES
     from tracegrad.compiler.ops.fused import DECOMPOSITIONS
+
+    import tracegrad as torch
 
     rng = np.random.default_rng(0)
     for name, decomposition in DECOMPOSITIONS.items():

@@ -23,6 +23,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from golden_option import check_golden
 from program_generator import generate
 from tracegrad.compiler.interpret import run_graph
 from tracegrad.compiler.ir import Graph, IRError, Node, Value, verify
@@ -229,13 +230,7 @@ def golden_text(name: str) -> str:
 @pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
 def test_golden(name, request):
     text = golden_text(name)
-    path = GOLDEN / f"{name}.txt"
-    if request.config.getoption("--update-golden", default=False):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run pytest --update-golden to write it")
-    assert text == path.read_text(), f"{name}.txt changed; pytest --update-golden accepts it"
+    check_golden(GOLDEN / f"{name}.txt", text, request)
     after = text.split("\n# after\n")[1]  # the result, below its `# counts` lines
     body = "".join(line for line in after.splitlines(True) if not line.startswith("#"))
     assert print_graph(parse_graph(after)) == body

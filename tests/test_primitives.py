@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numeric import finite_differences
 from op_table import PRIMITIVE_TABLE
 from tracegrad.compiler import ops
 from tracegrad.compiler.ops import PRIMITIVES, Spec, float32, float64
@@ -94,19 +95,6 @@ def _engine_vjp(prim, arrays, attrs, wrt, cotangent, create_graph=False):
     return tensors, grads
 
 
-def _finite_differences(f, arrays, wrt):
-    """Central differences of the scalar function `f(arrays)` for each input in `wrt`."""
-    result = []
-    for i in wrt:
-        grad = np.zeros_like(arrays[i])
-        for k in range(arrays[i].size):
-            shifted = [a.copy() for a in arrays]
-            shifted[i].flat[k] += EPS
-            up = f(shifted)
-            shifted[i].flat[k] -= 2 * EPS
-            grad.flat[k] = (up - f(shifted)) / (2 * EPS)
-        result.append(grad)
-    return result
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -118,7 +106,7 @@ def test_vjp_matches_finite_differences(name):
         return
     cot = _cotangent(np.random.default_rng(1), np.shape(prim.kernel(*arrays, **attrs)))
     _, grads = _engine_vjp(prim, arrays, attrs, wrt, cot)
-    expected = _finite_differences(
+    expected = finite_differences(
         lambda xs: float(np.sum(np.asarray(prim.kernel(*xs, **attrs)) * cot)), arrays, wrt)
     for i, g, e in zip(wrt, grads, expected):
         assert g is not None, f"{name}: no gradient for input {i}"
@@ -157,7 +145,7 @@ def test_second_order_vjp_matches_finite_differences(name):
         _, gs = first(xs)
         return float(sum(np.sum(g.numpy() * w) for g, w in zip(gs, weights)))
 
-    expected = _finite_differences(weighted_first, arrays, wrt)
+    expected = finite_differences(weighted_first, arrays, wrt)
     for i, g, e in zip(wrt, second, expected):
         actual = np.zeros_like(e) if g is None else g.detach().numpy()
         np.testing.assert_allclose(actual, e, rtol=1e-5, atol=1e-6,
@@ -184,8 +172,9 @@ def test_fused_primitive_agrees_with_its_decomposition(name):
 
 def test_remembered_residuals_never_change_results():
     """gelu and layer_norm leave a value for their backward; an in-place write drops it."""
-    import tracegrad as torch
     from tracegrad.compiler.ops import gelu_slope
+
+    import tracegrad as torch
 
     x = torch.tensor([0.5, -1.0, 2.0])
     torch.nn.functional.gelu(x, approximate="tanh")  # remembers 1 + tanh(u) for x

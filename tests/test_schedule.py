@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 import pytest
+from golden_option import check_golden
 from program_generator import generate
 from tracegrad.compiler.fuse import Unfusable, layout
 from tracegrad.compiler.interpret import run_graph
@@ -195,12 +196,7 @@ def golden_cases() -> dict:
 def test_golden(filename, request):
     text = golden_cases()[filename]
     path = GOLDEN / filename
-    if request.config.getoption("--update-golden", default=False):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run pytest --update-golden to write it")
-    assert text == path.read_text(), f"{filename} changed; pytest --update-golden accepts it"
+    check_golden(path, text, request)
 
 
 @pytest.mark.parametrize("name", sorted(GRAPHS))
