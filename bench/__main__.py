@@ -43,6 +43,8 @@ def load_peers(names) -> dict:
 
             torch.set_num_threads(2)
             peers["PyTorch eager"] = torch
+            if "torch.compile" in names:  # opt-in: Inductor takes ~10 s per workload
+                peers["torch.compile"] = torch
         except Exception as exc:  # noqa: BLE001 - any failure means: not available here
             print(f"(PyTorch not available: {exc})", file=sys.stderr)
     return peers
@@ -102,6 +104,8 @@ def run_workload(name: str, peers: dict, rounds: int, data) -> dict:
             if step.variants:  # measured last: it replays stored outputs into the state
                 compile_info["overhead"] = call_overhead(step)
         else:
+            if label == "torch.compile":
+                step = lib.compile(step)  # the whole step, as PEERS.md measures it
             step()
             errors[label] = gradient_error(grads(), expected)
         steps[label] = step
@@ -158,6 +162,8 @@ def format_table(results: dict) -> str:
     head = ["workload", *labels, "tracegrad / NumPy"]
     if "PyTorch eager" in labels:
         head.append("tracegrad / PyTorch")
+    if "torch.compile" in labels:
+        head.append("compiled / torch.compile")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         t = r["time"]
@@ -165,6 +171,8 @@ def format_table(results: dict) -> str:
         row.append(f"{t['tracegrad eager'] / t['NumPy by hand']:.2f}×")
         if "PyTorch eager" in t:
             row.append(f"{t['tracegrad eager'] / t['PyTorch eager']:.2f}×")
+        if "torch.compile" in t:
+            row.append(f"{t['tracegrad compiled'] / t['torch.compile']:.2f}×")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("Peak memory allocated during one step (tracemalloc); the largest relative "
@@ -207,7 +215,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--peers", nargs="*", default=["tracegrad", "torch"])
+    parser.add_argument("--peers", nargs="*", default=["tracegrad", "torch"],
+                        help="tracegrad, torch (eager) and, opt-in, torch.compile")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
     peers = load_peers(args.peers)
