@@ -56,6 +56,12 @@ class Program:
             program_cache = ProgramCache(enabled=False)
         self.native = NativeProgram(self.schedule, memory_plan=self.plan, cache=program_cache)
 
+    def fresh_outputs(self) -> list:
+        """Per graph output: whether `run` always returns a new array no one else holds."""
+        if self.native is None:
+            return [False] * len(self.graph.outputs)
+        return [kind == "out" for kind, _ in self.native._results]
+
     def run(self, *arrays):
         if self.native is not None:
             return self.native.run(*arrays)

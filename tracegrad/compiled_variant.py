@@ -116,6 +116,12 @@ class Variant:
         written = len(trace.writes) + sum(v is not None for _, v in trace.grad_writes)
         self.guards_start = self.result_count + written
         self.saved_start = self.guards_start + len(trace.guards)
+        fresh = trace.program.fresh_outputs()
+        grads = iter(range(self.result_count + len(trace.writes), self.guards_start))
+        # per .grad the step sets: (tensor, dtype, output position, whether it is fresh)
+        self.grad_targets = [(t, None, None, False) if v is None else
+                             (t, v.dtype, k, fresh[k]) for t, v in trace.grad_writes
+                             for k in ([None] if v is None else [next(grads)])]
 
     def run(self, args, kwargs):
         """The call's result, or GUARD_FAILED (then nothing has been written)."""
@@ -135,22 +141,23 @@ class Variant:
                                     f"{guard.observed!r}")
                     return GUARD_FAILED
         inputs = {id(a) for a in arrays}
-        self._write_back(outputs[self.result_count:self.guards_start], inputs)
+        self._write_back(outputs, inputs)
         if not self.result_count:  # nothing but Python values (or None) comes back
             return self.trace.outputs
         return self._results(outputs[:self.result_count], outputs[self.saved_start:], inputs,
                              args, kwargs)
 
-    def _write_back(self, arrays, inputs) -> None:
-        trace = self.trace
-        for (tensor, _), array in zip(trace.writes, arrays):
+    def _write_back(self, outputs, inputs) -> None:
+        for (tensor, _), array in zip(self.trace.writes, outputs[self.result_count:]):
             forget(tensor._data)
             np.copyto(tensor._data, array, casting="unsafe")
             tensor._version[0] += 1
-        rest = iter(arrays[len(trace.writes):])
-        for tensor, value in trace.grad_writes:
-            tensor._grad = None if value is None else \
-                Tensor._wrap(_fresh(next(rest), inputs), value.dtype)
+        for tensor, dtype, k, fresh in self.grad_targets:
+            if dtype is None:
+                tensor._grad = None
+            else:
+                array = outputs[k]
+                tensor._grad = Tensor._wrap(array if fresh else _fresh(array, inputs), dtype)
 
     def _results(self, arrays, saved, inputs, args, kwargs):
         tensors = [Tensor._wrap(_fresh(a, inputs), from_numpy(a.dtype)) for a in arrays]
