@@ -33,6 +33,19 @@ def make_model(seed=0):
     return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
 
 
+def make_step(model, opt):
+    """A whole training step: zero_grad, cross-entropy loss, backward, optimizer step."""
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
 def batch(seed, n=8):
     rng = np.random.default_rng(seed)
     return (torch.tensor(rng.standard_normal((n, 6)).astype(np.float32)),
@@ -95,15 +108,6 @@ def test_training_step_matches_eager_over_steps(make_optimizer):
     eager_model, compiled_model = make_model(), make_model()
     eager_opt = make_optimizer(eager_model.parameters())
     compiled_opt = make_optimizer(compiled_model.parameters())
-
-    def make_step(model, opt):
-        def step(x, y):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        return step
 
     eager_step = make_step(eager_model, eager_opt)
     compiled_step = torch.compile(make_step(compiled_model, compiled_opt))
@@ -271,15 +275,7 @@ def test_error_in_traced_call_leaves_state_unchanged():
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = batch(0)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    compiled = torch.compile(step)
+    compiled = torch.compile(make_step(model, opt))
     compiled(x, y)
     compiled(x, y)
     before = copy.deepcopy([p.detach().numpy().copy() for p in model.parameters()])

@@ -197,13 +197,6 @@ class Tensor:
         self._data = value._data
         self.dtype = value.dtype
 
-    @property
-    def _version_count(self) -> int:
-        return self._version[0]
-
-    def _bump_version(self) -> None:
-        self._version[0] += 1
-
     # --- facts about the array ---
     @property
     def shape(self) -> Size:
@@ -295,8 +288,8 @@ class Tensor:
 
     def __bool__(self) -> bool:
         if self._data.size != 1:
-            raise RuntimeError(f"Boolean value of Tensor with more than one value is "
-                               f"ambiguous")
+            raise RuntimeError("Boolean value of Tensor with more than one value is "
+                               "ambiguous")
         value = bool(self._data.reshape(()).item())
         if _trace.tracer is not None:  # a branch now depends on the value: guard it
             _trace.tracer.guard(self, value, "bool")

@@ -65,7 +65,6 @@ class Trace:
     """What a traced call produced: the graph and how to bind and write back."""
 
     graph: object
-    explicit: list  # per explicit argument tensor: its IR input value
     captured: list  # (tensor, IR input value) for tensors found by the function
     random_inputs: list  # RandomInput, in drawing order
     writes: list  # (tensor, IR value): tensors changed in place, their final value
@@ -252,7 +251,7 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
         tracer.break_graph(f"the function returns a {type(odd[0]).__name__}, which a graph "
                            f"cannot produce")
     if tracer.broken:
-        return Trace(None, [], [], [], [], [], [], [], None, tracer.broken,
+        return Trace(None, [], [], [], [], [], [], None, tracer.broken,
                      tracer.saw_backward, arguments, tracer)
     seen = arguments + tracer.captured
     writes = [(t, tracer.values[id(t)]) for t, v in seen if tracer.values[id(t)] is not v]
@@ -261,7 +260,7 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
     results = [v for v in flatten(outputs) if not is_scalar(v)]
     extra = [v for _, v in writes] + [v for _, v in grad_writes if v is not None]
     tracer.builder.set_outputs(results + extra + [g.value for g in tracer.guards])
-    return Trace(tracer.builder.build(), [v for _, v in arguments], tracer.captured,
+    return Trace(tracer.builder.build(), tracer.captured,
                  tracer.random_inputs, writes, grad_writes, tracer.guards,
                  tracer.hyperparameters, outputs, tracer.broken, tracer.saw_backward,
                  arguments, tracer)

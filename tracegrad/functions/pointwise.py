@@ -100,14 +100,6 @@ multiply = mul
 subtract = sub
 
 
-def rsub(input, other):
-    return sub(other, input)
-
-
-def rdiv(input, other):
-    return div(other, input)
-
-
 def pow(input, exponent):
     scalar_base = not isinstance(input, Tensor)
     if scalar_base:  # 2 ** x: the base becomes a 0-d tensor
@@ -118,10 +110,6 @@ def pow(input, exponent):
     if isinstance(exponent, Tensor) and result.grad_fn is not None:
         result.grad_fn.display_name = "PowBackward2" if scalar_base else "PowBackward1"
     return result
-
-
-def rpow(input, other):
-    return pow(other, input)
 
 
 def neg(input):
@@ -299,7 +287,7 @@ def logical_not(input):
 
 
 def isnan(input):
-    return input != input
+    return input != input  # noqa: PLR0124 - only NaN differs from itself
 
 
 def equal(input, other) -> bool:
