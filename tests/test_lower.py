@@ -357,6 +357,72 @@ def test_matmul_throughput_is_reported(cache, capsys):
 
 # --- the API around it -------------------------------------------------------------------
 
+# --- row groups: nests over the same rows run a chunk of rows at a time -------------------
+
+def test_row_local_reads_only_the_row_of_the_iteration():
+    from tracegrad.compiler.lower import index as ix
+    from tracegrad.compiler.lower.row_groups import row_local
+
+    i, j = ix.Var("i", 8), ix.Var("j", 16)
+    assert row_local(ix.index(i) * 16 + ix.index(j), i, 1, 16)  # row i of an (8, 16) array
+    assert row_local(ix.index(i), i, 1, 1)  # a per-row result (8, 1)
+    assert row_local(ix.index(i), i, 16, 1) is False  # 16 iterations per row, 1 element each
+    flat = ix.Var("k", 128)
+    assert row_local(ix.index(flat), flat, 16, 16)  # (8, 16) walked as one loop of 128
+    assert not row_local(ix.index(j) * 8 + ix.index(i), i, 1, 16)  # a transposed read
+    assert not row_local(ix.index(i) * 16 + ix.index(j) + 16, i, 1, 16)  # the next row
+    assert not row_local(ix.index(j), i, 1, 16)  # every row reads row 0
+
+
+ROW_KERNELS = {
+    # softmax, layer norm and their backward: one run of row-local nests per direction
+    "layer norm softmax": ("""def f(x0: f32[96,300], x1: f32[300], x2: f32[96,300]):
+    v0 = layer_norm(x0, axes=(1,), eps=1e-05)
+    v1 = mul(v0, x1)
+    v2 = softmax(v1, axis=1)
+    v3 = softmax_backward(x2, v2, axis=1)
+    v4 = sum(v3, axes=(0,), keepdims=False)
+    v5 = layer_norm_backward(v3, x0, v0, axes=(1,), eps=1e-05)
+    return (v2, v4, v5)""", True),
+    # the stored exps are read transposed by a later nest: that nest is not row-local
+    # (the nests before it may still be grouped)
+    "transposed reader": ("""def f(x0: f32[512,512]):
+    v0 = exp(x0)
+    v1 = sum(v0, axes=(1,), keepdims=True)
+    v2 = div(v0, v1)
+    v3 = permute(v0, dims=(1, 0))
+    v4 = sum(v3, axes=(1,), keepdims=True)
+    v5 = mul(v2, v4)
+    return (v5,)""", None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROW_KERNELS))
+def test_row_groups_give_the_same_bits_as_nest_by_nest(case, cache, monkeypatch):
+    from tracegrad.compiler.lower import program as emit
+
+    text, grouped = ROW_KERNELS[case]
+    graph = parse_graph(text)
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(v.shape).astype(np.float32) for v in graph.inputs]
+    one_kernel = [Kernel("k0_all", list(graph.nodes))]
+    program = native(graph, cache, kernels=one_kernel)
+    if grouped is not None:
+        assert (".rows" in program.ir) == grouped
+    monkeypatch.setattr(emit, "group_rows", lambda module, name, functions: functions)
+    nest_by_nest = native(graph, cache, kernels=one_kernel)
+    assert ".rows" not in nest_by_nest.ir
+    before = threads.num_threads()
+    try:
+        for count in (1, 2):
+            threads.set_num_threads(count)
+            got, want = program.run(*arrays), nest_by_nest.run(*arrays)
+            assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
+    finally:
+        threads.set_num_threads(before)
+    assert_matches(got, run_graph(graph, *arrays), case, rtol=1e-5)
+
+
 def test_cannot_lower_names_the_node(cache):
     graph = parse_graph("def f(x0: i64[2]):\n    v0 = exp(x0)\n    return (v0,)")
     ok, why = can_lower(graph)
@@ -418,7 +484,7 @@ def test_import_tracegrad_loads_no_llvm():
 
 
 @pytest.mark.parametrize("module", ["index", "expr", "views", "lowering", "plan", "program", "reduce_loops",
-                                    "execute", "scalar", "nests"])
+                                    "execute", "scalar", "nests", "row_groups"])
 def test_docstring_examples(module):
     found = doctest.testmod(importlib.import_module(f"tracegrad.compiler.lower.{module}"))
     assert not found.failed

@@ -47,7 +47,10 @@ class LoopFunction:
     buffers: list  # the Buffer behind each pointer parameter, in order
     trips: int  # the outermost loop runs over [0, trips)
     grain: int  # 0: call directly; else parallel_for with this grain
-    offsets: dict | None = None  # maps only: Buffer -> the indices it is read/written at
+    offsets: dict | None = None  # Buffer -> the indices it is read/written at (see below)
+    work: float = 0.0  # estimated single-thread time, ns
+    outer: ix.Var | None = None  # the outermost counter, when `offsets` covers every access
+    writes: frozenset = frozenset()  # the buffers it stores to
 
 
 # --- loop skeletons ------------------------------------------------------------------------
@@ -250,8 +253,11 @@ def emit_map(module, name: str, nest: MapNest, globals_: dict, noalias=True) -> 
     nested_loops(fn.b, sizes, innermost, [v.name for v in variables], (fn.begin, fn.end))
     fn.finish()
     work = math.prod(domain) * cost([a.value for a in actions if isinstance(a, Store)])
+    plain = not nest.sequential and all(isinstance(a, Store) for a in actions)
     return [LoopFunction(fn.function, fn.buffers, sizes[0],
-                         _grain(work, sizes[0], nest.sequential), _offsets_by_buffer(actions))]
+                         _grain(work, sizes[0], nest.sequential), _offsets_by_buffer(actions),
+                         work, variables[0] if plain else None,
+                         frozenset(a.buffer if isinstance(a, Store) else a.c for a in actions))]
 
 
 def _offsets_by_buffer(actions) -> dict:

@@ -28,8 +28,10 @@ from . import index as ix
 from .expr import Buffer, ExpressionBuilder
 from .lowering import NESTS, NestContext, _matmul, decompose, lowering_of, swaps_last_two
 from .nests import MapNest, Store
+from .scalar import EXPENSIVE
 
 GLOBAL_CONSTANT_BYTES = 1 << 16  # larger constants are passed in the buffer table
+STORE_COST = 0.4  # ns per element: an op this costly is stored rather than recomputed
 
 
 @dataclass
@@ -124,10 +126,11 @@ def _plan_kernel(kernel: Kernel, buffers: dict, scalars: dict, outputs: dict,
             fused.add(node.out)
         else:
             nodes.append(node)
+    nodes = _share_repeated(nodes, fused)
     # A fused op's result (softmax, layer_norm, ...) that other nodes here read is
     # stored: inline, every later loop nest would redo its exps and reductions.
     read_here = {x for n in nodes for x in n.inputs if isinstance(x, Value)}
-    needed = needed | (fused & read_here)
+    needed = _store_shared_expensive(nodes, needed | (fused & read_here))
     producers = {n.out: n for n in nodes}
     nests, pending = [], []
 
@@ -175,6 +178,54 @@ def _plan_kernel(kernel: Kernel, buffers: dict, scalars: dict, outputs: dict,
         buffers[node.out] = target
     flush()
     return KernelPlan(kernel.name, nests)
+
+
+def _share_repeated(nodes: list, fused: set) -> list:
+    """`nodes` without the ones that repeat an earlier node's work, their readers reading
+    the earlier value: decompositions repeat each other (layer_norm_backward recomputes the
+    1/std of layer_norm). Only a decomposition's own intermediate values are dropped."""
+    seen, alias, kept = {}, {}, []
+    for node in nodes:
+        inputs = [alias.get(x, x) if isinstance(x, Value) else x for x in node.inputs]
+        if inputs != node.inputs:
+            node = Node(node.op, inputs, node.attrs, node.out, node.loc)
+        key = (node.op, tuple(id(x) if isinstance(x, Value) else (type(x), x) for x in inputs),
+               repr(sorted(node.attrs.items())))
+        earlier = seen.setdefault(key, node.out)
+        if earlier is not node.out and node.out not in fused and _internal(node.out, fused):
+            alias[node.out] = earlier
+            continue
+        kept.append(node)
+    return kept
+
+
+def _internal(value: Value, fused: set) -> bool:
+    """A value made up by `decompose` (named after the fused value it helps compute)."""
+    return any(value.name.startswith(f"{f.name}_") for f in fused)
+
+
+def _store_shared_expensive(nodes: list, needed: set) -> set:
+    """`needed` plus the transcendental values (an exp, a tanh...) that two or more loop
+    nests would compute inline: a softmax's exps are summed in one nest and divided in
+    the next, and storing them once is cheaper than computing them twice."""
+    readers: dict = {}
+    for n in nodes:
+        for x in n.inputs:
+            if isinstance(x, Value):
+                readers.setdefault(x, []).append(n)
+    needed, sinks = set(needed), {}
+    for node in reversed(nodes):
+        found = set()
+        for r in readers.get(node.out, []):
+            if lowering_of(r.op).kind != "inline" or r.out in needed:
+                found.add(r)
+            else:
+                found |= sinks[r.out]
+        sinks[node.out] = found
+        if node.op in EXPENSIVE and EXPENSIVE[node.op] >= STORE_COST and len(found) > 1 \
+                and lowering_of(node.op).kind == "inline":
+            needed.add(node.out)
+    return needed
 
 
 def _transposed_products(nodes: list, needed: set) -> dict:

@@ -35,6 +35,7 @@ from .loops import emit_map
 from .nests import MapNest
 from .plan import ProgramPlan
 from .reduce_loops import emit_reduce
+from .row_groups import group_rows
 
 ENTRY = "program"
 ALIGNMENT = 64
@@ -192,7 +193,9 @@ def _kernel_function(module, name: str, functions: list, layout: Layout, globals
     kernel.linkage = "internal"
     kernel.attributes.add("noinline")
     disjoint = _disjoint(buffers, layout)
-    if not disjoint:  # an in-place pair: the loops may not assume separate memory
+    if disjoint:
+        functions = group_rows(module, name, functions)
+    else:  # an in-place pair: the loops may not assume separate memory
         for fn in functions:
             for arg in fn.function.args:
                 arg.attributes.discard("noalias")

@@ -23,6 +23,7 @@ from .loops import (
     _as_indices,
     _buffers_of,
     _grain,
+    _offsets_by_buffer,
     _variables,
     counted_loop,
     emit_map,
@@ -120,7 +121,6 @@ def _emit_lanes(module, name, nest: ReduceNest, globals_, noalias, blocked=None)
     run = sizes[-1]
     outer = [k for k in range(len(sizes) - 1) if classes[k] == "k"]
     middle = [k for k in range(len(sizes) - 1) if classes[k] == "r"]
-    outer + middle
     start = constant(t, identity(nest.op, nest.dtype))
     loop_sizes = [sizes[k] for k in outer] or [1]
     if blocked:
@@ -197,7 +197,12 @@ def _emit_lanes(module, name, nest: ReduceNest, globals_, noalias, blocked=None)
     fn.finish()
     trips = loop_sizes[0]
     work = math.prod(nest.domain) * cost([src])
-    return LoopFunction(fn.function, fn.buffers, trips, _grain(work, trips))
+    if blocked or not outer:
+        return LoopFunction(fn.function, fn.buffers, trips, _grain(work, trips))
+    store = Store(target, _target_offset(nest, _zero_reduced(nest, idx)), src)
+    return LoopFunction(fn.function, fn.buffers, trips, _grain(work, trips),
+                        _offsets_by_buffer([store]), work, variables[outer[0]],
+                        frozenset([target]))
 
 
 def _zero_reduced(nest: ReduceNest, idx: tuple) -> tuple:
