@@ -126,27 +126,36 @@ def _erf_of_scaled(b, x):
 
 
 def _gelu(b, x, approximate):
-    if approximate == "tanh":  # the reference kernel's steps, in its order
-        u = mul(b, mul(b, x, x), like(x, GELU_A))
-        u = mul(b, mul(b, add(b, u, like(x, 1.0)), x), like(x, GELU_C))
-        u = add(b, mathlib.tanh(b, u), like(x, 1.0))
-        return mul(b, mul(b, u, x), like(x, 0.5))
+    if approximate == "tanh":
+        return mul(b, x, _tanh_gelu_sigmoid(b, x)[0])
     half_x = mul(b, like(x, 0.5), x)
     return mul(b, half_x, add(b, like(x, 1.0), _erf_of_scaled(b, x)))
 
 
 def _gelu_slope(b, x, approximate):
-    if approximate == "tanh":
-        x2 = mul(b, x, x)
-        t = mul(b, add(b, mul(b, x2, like(x, GELU_A)), like(x, 1.0)), x)
-        t = mathlib.tanh(b, mul(b, t, like(x, GELU_C)))
-        du = mul(b, add(b, mul(b, x2, like(x, 3 * GELU_A)), like(x, 1.0)), like(x, GELU_C))
-        slope = mul(b, mul(b, sub(b, like(x, 1.0), mul(b, t, t)), du), x)
-        slope = add(b, slope, add(b, t, like(x, 1.0)))
-        return mul(b, slope, like(x, 0.5))
+    if approximate == "tanh":  # d/dx x σ(2u) = σ (1 + 2 x (1 - σ) u')
+        sig, rest = _tanh_gelu_sigmoid(b, x)
+        du = mul(b, add(b, mul(b, mul(b, x, x), like(x, 3 * GELU_A)), like(x, 1.0)),
+                 like(x, 2 * GELU_C))
+        return mul(b, sig, add(b, like(x, 1.0), mul(b, mul(b, x, rest), du)))
     cdf = mul(b, like(x, 0.5), add(b, like(x, 1.0), _erf_of_scaled(b, x)))
     density = mathlib.exp(b, mul(b, mul(b, like(x, -0.5), x), x))
     return add(b, cdf, mul(b, mul(b, x, like(x, INV_SQRT_2PI)), density))
+
+
+def _tanh_gelu_sigmoid(b, x):
+    """σ(2u) and 1 - σ(2u) for the tanh approximation's u = C (x + A x³).
+
+    The reference's (1 + tanh u) / 2 is σ(2u): one exp of -2|u| (which never overflows)
+    and one division, where tanh would need a polynomial as well, and no cancellation
+    where tanh u nears -1."""
+    u = mul(b, mul(b, add(b, mul(b, mul(b, x, x), like(x, GELU_A)), like(x, 1.0)), x),
+            like(x, GELU_C))
+    e = mathlib.exp(b, mul(b, call1(b, "fabs", u), like(x, -2.0)))
+    r = b.fdiv(like(x, 1.0), add(b, e, like(x, 1.0)))
+    er = mul(b, e, r)
+    positive = b.fcmp_ordered(">=", u, like(x, 0.0))
+    return b.select(positive, r, er), b.select(positive, er, r)
 
 
 def _float_only(fn):
