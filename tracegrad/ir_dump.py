@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import shutil
 import subprocess
 import types
@@ -195,12 +196,23 @@ def _tensor_names(variant) -> dict:
     trace = variant.trace
     names = {id(t): v.name for t, v in trace.arguments}
     paths = {r[1]: _pretty_path(r[0]) for r in variant.reach}
+    paths = {key: _name_keys(path, paths) for key, path in paths.items()}
     for (tensor, value), owner in zip(trace.captured, variant.grad_owner):
         if owner is not None:
             names[id(tensor)] = f"{paths.get(id(owner), names.get(id(owner), '?'))}.grad"
         else:
             names[id(tensor)] = paths.get(id(tensor), f"a tensor the call reached ({value.name})")
     return names
+
+
+def _name_keys(path: str, paths: dict) -> str:
+    """`opt.state.[Parameter@7f..].exp_avg` -> `opt.state[model[0].weight].exp_avg`: a
+    dictionary key that is a tensor the call reaches is named by its own path."""
+    def name(match):
+        found = paths.get(int(match.group(1), 16))
+        return f"[{found}]" if found and "@" not in found else match.group(0)
+
+    return re.sub(r"\.?\[\w+@([0-9a-f]+)\]", name, path)
 
 
 def _pretty_path(path: str) -> str:
