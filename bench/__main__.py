@@ -3,6 +3,7 @@
     python -m bench                      # all workloads, all installed peers
     python -m bench --only seed_poly     # a subset
     python -m bench --readme             # also write the table into README.md
+    python -m bench --peers tracegrad torch torch.compile jax   # every peer
 
 Peers run interleaved, round after round, and each figure is the median over rounds;
 ratios are taken within this one run (the machine is shared and noisy). Every peer's
@@ -23,6 +24,7 @@ import tracemalloc
 import numpy as np
 
 from . import numpy_reference
+from .jax_workloads import JAX_WORKLOADS
 from .workloads import WORKLOADS, inputs
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
@@ -47,6 +49,13 @@ def load_peers(names) -> dict:
                 peers["torch.compile"] = torch
         except Exception as exc:  # noqa: BLE001 - any failure means: not available here
             print(f"(PyTorch not available: {exc})", file=sys.stderr)
+    if "jax" in names:
+        try:
+            import jax
+
+            peers["JAX jit"] = jax
+        except Exception as exc:  # noqa: BLE001 - any failure means: not available here
+            print(f"(JAX not available: {exc})", file=sys.stderr)
     return peers
 
 
@@ -91,7 +100,7 @@ def run_workload(name: str, peers: dict, rounds: int, data) -> dict:
     errors = {}
     compile_info = {}
     for label, lib in peers.items():
-        step, grads = WORKLOADS[name](lib, data)
+        step, grads = (JAX_WORKLOADS if label == "JAX jit" else WORKLOADS)[name](lib, data)
         if label == "tracegrad compiled":
             # Its first calls trace; its gradients are checked against an eager twin that
             # took as many steps (the eager peer is checked against the reference).
@@ -164,6 +173,8 @@ def format_table(results: dict) -> str:
         head.append("tracegrad / PyTorch")
     if "torch.compile" in labels:
         head.append("compiled / torch.compile")
+    if "JAX jit" in labels:
+        head.append("compiled / JAX")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         t = r["time"]
@@ -173,6 +184,8 @@ def format_table(results: dict) -> str:
             row.append(f"{t['tracegrad eager'] / t['PyTorch eager']:.2f}×")
         if "torch.compile" in t:
             row.append(f"{t['tracegrad compiled'] / t['torch.compile']:.2f}×")
+        if "JAX jit" in t:
+            row.append(f"{t['tracegrad compiled'] / t['JAX jit']:.2f}×")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("Peak memory allocated during one step (tracemalloc); the largest relative "
@@ -215,8 +228,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--peers", nargs="*", default=["tracegrad", "torch"],
-                        help="tracegrad, torch (eager) and, opt-in, torch.compile")
+    parser.add_argument("--peers", nargs="*", default=["tracegrad", "torch", "jax"],
+                        help="tracegrad, torch (eager), jax (jit) and, opt-in, torch.compile")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
     peers = load_peers(args.peers)
