@@ -196,6 +196,7 @@ class NativeProgram:
                 array = value.data if isinstance(value, expr.Buffer) else \
                     np.full(v.shape, value, dtype=v.dtype.numpy)
                 self._results.append(("const", array))
+        self._run = self._runner()
 
     def _new_state(self):
         """A buffer table with the arena and large constants filled in (they never move)."""
@@ -220,45 +221,59 @@ class NativeProgram:
         return self.cache.engine.optimized_ir(self.ir)
 
     def run(self, *arrays) -> list:
-        """The graph's outputs for `arrays` (exact shapes and dtypes, like `run_graph`).
+        """The graph's outputs for `arrays` (exact shapes and dtypes, like `run_graph`)."""
+        return self._run(*arrays)
+
+    def _runner(self):
+        """`run`, written out for this program as straight-line Python (loops and lookups
+        over inputs and outputs cost microseconds on a call that may take one).
 
         The table holds the *objects'* addresses for inputs and outputs: the program reads
-        each array's data pointer itself (`program.DATA_POINTER_OFFSET`), which saves the
-        microsecond per array that `ndarray.ctypes` costs."""
-        if len(arrays) != len(self._inputs):
-            from ..ir import IRError
-
-            raise IRError(f"{self.graph.name} takes {len(self._inputs)} inputs, "
-                          f"got {len(arrays)}")
-        state = self._states.pop() if self._states else self._new_state()
-        try:
-            table = state[0]
-            inputs = list(arrays)
-            for i, (a, (shape, dtype)) in enumerate(zip(arrays, self._inputs)):
-                if type(a) is not np.ndarray or a.dtype != dtype or a.shape != shape \
-                        or not a.flags.c_contiguous:
-                    a = inputs[i] = np.ascontiguousarray(
-                        _checked_input(self.graph.inputs[i], a))
-                table[i] = id(a)
-            outputs = []
-            for slot, shape, dtype in self._outputs:
-                out = np.empty(shape, dtype)
-                table[slot] = id(out)
-                outputs.append(out)
-            self._function(state[1])
-        finally:
-            self._states.append(state)
+        each array's data pointer itself (`program.data_pointer_offset`), which saves the
+        microsecond per array that `ndarray.ctypes` costs. Each call owns a state (buffer
+        table and arena) while it runs: it takes a free one or makes one, and gives it
+        back. ctypes releases the GIL during the native call, so concurrent calls run in
+        parallel and never share an arena, with no lock held (`list.pop` is atomic)."""
+        n = len(self._inputs)
+        env = {"ndarray": np.ndarray, "empty": np.empty, "copy": np.array, "id": id,
+               "states": self._states, "new_state": self._new_state,
+               "call": self._function, "fix": self._fixed_input, "count": self._wrong_count}
+        lines = ["def run(*arrays):", f"    if len(arrays) != {n}:", "        count(arrays)"]
+        if n:
+            lines.append(f"    {''.join(f'a{i}, ' for i in range(n))}= arrays")
+        for i, (shape, dtype) in enumerate(self._inputs):
+            env[f"S{i}"], env[f"D{i}"] = shape, np.dtype(dtype)
+            lines += [f"    if type(a{i}) is not ndarray or a{i}.dtype is not D{i} or "
+                      f"a{i}.shape != S{i} or not a{i}.flags.c_contiguous:",
+                      f"        a{i} = fix({i}, a{i})"]
+        lines += ["    try:", "        state = states.pop()", "    except IndexError:",
+                  "        state = new_state()", "    try:", "        table = state[0]"]
+        lines += [f"        table[{i}] = id(a{i})" for i in range(n)]
+        for k, (slot, shape, dtype) in enumerate(self._outputs):
+            env[f"O{k}"], env[f"E{k}"] = shape, np.dtype(dtype)
+            lines += [f"        o{k} = empty(O{k}, E{k})", f"        table[{slot}] = id(o{k})"]
+        lines += ["        call(state[1])", "    finally:", "        states.append(state)"]
         results = []
-        for kind, what in self._results:
+        for j, (kind, what) in enumerate(self._results):
             if kind == "out":
-                results.append(outputs[what])
+                results.append(f"o{what}")
             elif kind == "in":
-                results.append(inputs[what])
+                results.append(f"a{what}")
             else:
-                results.append(np.array(what, copy=True))
-        return results
+                env[f"K{j}"] = what
+                results.append(f"copy(K{j}, copy=True)")
+        lines.append(f"    return [{', '.join(results)}]")
+        exec(compile("\n".join(lines), f"<run of {self.graph.name}>", "exec"), env)
+        return env["run"]
 
-    __call__ = run
+    def _fixed_input(self, i: int, array) -> np.ndarray:
+        """Input `i` as the program needs it (C order), or an error naming what is wrong."""
+        return np.ascontiguousarray(_checked_input(self.graph.inputs[i], array))
+
+    def _wrong_count(self, arrays) -> None:
+        from ..ir import IRError
+
+        raise IRError(f"{self.graph.name} takes {len(self._inputs)} inputs, got {len(arrays)}")
 
 
 def run_native(graph: Graph, *arrays, **options) -> list:
