@@ -97,8 +97,10 @@ def _trace_backward(trace, outputs: list, cache: bool) -> Backward:
 class Variant:
     """A traced call, ready to run on later calls that pass its guards.
 
-    Everything a call needs is worked out here once: where each graph input comes from,
-    and which graph outputs are results, write-backs, guard values and saved values.
+    Everything a call needs is worked out here once — where each graph input comes from,
+    and which graph outputs are results, write-backs, guard values and saved values — and
+    written out as one straight-line Python function, `run(args, kwargs)`: the call's
+    result, or GUARD_FAILED (then nothing has been written).
     """
 
     def __init__(self, index: int, fn, trace, outputs: Outputs, guard, args, kwargs):
@@ -108,58 +110,72 @@ class Variant:
         self.failure = None  # why the last run was refused
         owners = trace.tracer.grad_owners
         self.grad_owner = [owners.get(id(t)) for t, _ in trace.captured]
-        getters = _argument_getters(args, kwargs)
-        self.argument_getters = [getters[id(t)] for t, _ in trace.arguments]
-        self.sources = _input_sources(self, trace)
+        paths = _argument_paths(args, kwargs)
+        self.argument_getters = [_function(paths[id(t)], {}) for t, _ in trace.arguments]
+        env: dict = {}
+        expressions = _input_expressions(self, trace, paths, env)
+        self.sources = [_function(e, env) for e in expressions]  # per graph input
         self.result_count = sum(1 for v in tracing.flatten(trace.outputs)
                                 if not tracing.is_scalar(v))
         written = len(trace.writes) + sum(v is not None for _, v in trace.grad_writes)
         self.guards_start = self.result_count + written
         self.saved_start = self.guards_start + len(trace.guards)
+        self.run = self._runner(expressions, env)
+
+    def _runner(self, expressions: list, env: dict):
+        """`run`, written out for this variant (see the class docstring)."""
+        trace = self.trace
         fresh = trace.program.fresh_outputs()
-        grads = iter(range(self.result_count + len(trace.writes), self.guards_start))
-        # per .grad the step sets: (tensor, dtype, output position, whether it is fresh)
-        self.grad_targets = [(t, None, None, False) if v is None else
-                             (t, v.dtype, k, fresh[k]) for t, v in trace.grad_writes
-                             for k in ([None] if v is None else [next(grads)])]
+        env.update(P=trace.program, refuse=self._refuse, GUARD_FAILED=GUARD_FAILED,
+                   guards_hold=self._guards_hold, forget=forget, copyto=np.copyto,
+                   wrap=Tensor._wrap, fresh=_fresh, results=self._results, OUT=trace.outputs)
+        names = [f"i{k}" for k in range(len(expressions))]
+        inputs = f"({''.join(n + ', ' for n in names)})"
+        lines = ["def run(args, kwargs):", "    try:"]
+        lines += [f"        {n} = {e}" for n, e in zip(names, expressions)]
+        lines += [f"        out = P.run({', '.join(names)})",
+                  "    except Exception as exc:  # a missing .grad, an index never met...",
+                  "        return refuse(exc)"]
+        if trace.guards:
+            lines += ["    if not guards_hold(out):", "        return GUARD_FAILED"]
+        for j, (tensor, _) in enumerate(trace.writes):
+            env[f"W{j}"] = tensor
+            lines += [f"    forget(W{j}._data)",
+                      f"    copyto(W{j}._data, out[{self.result_count + j}], casting='unsafe')",
+                      f"    W{j}._version[0] += 1"]
+        position = self.result_count + len(trace.writes)
+        for j, (tensor, value) in enumerate(trace.grad_writes):
+            env[f"G{j}"] = tensor
+            if value is None:
+                lines.append(f"    G{j}._grad = None")
+                continue
+            env[f"T{j}"] = value.dtype
+            array = f"out[{position}]" if fresh[position] else f"fresh(out[{position}], {inputs})"
+            lines.append(f"    G{j}._grad = wrap({array}, T{j})")
+            position += 1
+        if self.result_count:
+            lines.append(f"    return results(out, {inputs}, args, kwargs)")
+        else:  # nothing but Python values (or None) comes back
+            lines.append("    return OUT")
+        exec(compile("\n".join(lines), f"<run of variant {self.index}>", "exec"), env)
+        return env["run"]
 
-    def run(self, args, kwargs):
-        """The call's result, or GUARD_FAILED (then nothing has been written)."""
-        try:
-            arrays = [source(args, kwargs) for source in self.sources]
-            outputs = self.trace.program.run(*arrays)
-        except Exception as exc:  # noqa: BLE001 - a missing .grad, or an index the traced
-            # path never met: nothing is written; tracing anew runs eagerly (and is logged)
-            self.failure = f"the compiled program raised {type(exc).__name__}: {exc}"
-            return GUARD_FAILED
-        guards = self.trace.guards
-        if guards:
-            for guard, got in zip(guards, outputs[self.guards_start:self.saved_start]):
-                if _python_value(got, guard.kind) != guard.observed:
-                    self.failure = (f"{guard.kind}() at {guard.loc} gave "
-                                    f"{_python_value(got, guard.kind)!r}, traced with "
-                                    f"{guard.observed!r}")
-                    return GUARD_FAILED
-        inputs = {id(a) for a in arrays}
-        self._write_back(outputs, inputs)
-        if not self.result_count:  # nothing but Python values (or None) comes back
-            return self.trace.outputs
-        return self._results(outputs[:self.result_count], outputs[self.saved_start:], inputs,
-                             args, kwargs)
+    def _refuse(self, exc: Exception):
+        # nothing is written; tracing anew runs eagerly (and is logged)
+        self.failure = f"the compiled program raised {type(exc).__name__}: {exc}"
+        return GUARD_FAILED
 
-    def _write_back(self, outputs, inputs) -> None:
-        for (tensor, _), array in zip(self.trace.writes, outputs[self.result_count:]):
-            forget(tensor._data)
-            np.copyto(tensor._data, array, casting="unsafe")
-            tensor._version[0] += 1
-        for tensor, dtype, k, fresh in self.grad_targets:
-            if dtype is None:
-                tensor._grad = None
-            else:
-                array = outputs[k]
-                tensor._grad = Tensor._wrap(array if fresh else _fresh(array, inputs), dtype)
+    def _guards_hold(self, outputs) -> bool:
+        for guard, got in zip(self.trace.guards, outputs[self.guards_start:self.saved_start]):
+            if _python_value(got, guard.kind) != guard.observed:
+                self.failure = (f"{guard.kind}() at {guard.loc} gave "
+                                f"{_python_value(got, guard.kind)!r}, traced with "
+                                f"{guard.observed!r}")
+                return False
+        return True
 
-    def _results(self, arrays, saved, inputs, args, kwargs):
+    def _results(self, outputs, inputs: tuple, args, kwargs):
+        arrays, saved = outputs[:self.result_count], outputs[self.saved_start:]
         tensors = [Tensor._wrap(_fresh(a, inputs), from_numpy(a.dtype)) for a in arrays]
         info = self.outputs
         if info.backward is not None:
@@ -181,61 +197,62 @@ class Variant:
                 "checks": self.guard.source}
 
 
-def _fresh(array, input_ids: set):
+def _fresh(array, inputs: tuple):
     """`array`, copied if it is an input passed straight through (a result must not alias
     state the next call overwrites), a read-only broadcast view, or a view of another
     array (it may be a result twice over)."""
-    if array.base is not None or id(array) in input_ids or not array.flags.writeable:
+    if array.base is not None or not array.flags.writeable or any(array is a for a in inputs):
         return np.array(array, copy=True)
     return array
 
 
-def _argument_getters(args, kwargs) -> dict:
-    """id(tensor) -> a function reading that tensor from a later call's (args, kwargs)."""
-    getters = {}
+def _argument_paths(args, kwargs) -> dict:
+    """id(tensor) -> the expression that reads that tensor from a later call's `args` and
+    `kwargs` (`args[0]`, `kwargs['batch'][1]`)."""
+    paths = {}
 
     def visit(x, path):
         if isinstance(x, Tensor):
-            getters.setdefault(id(x), _getter(path))
+            paths.setdefault(id(x), path)
         elif isinstance(x, (list, tuple)):
             for i, item in enumerate(x):
-                visit(item, path + (i,))
+                visit(item, f"{path}[{i}]")
         elif isinstance(x, dict):
             for key, item in x.items():
-                visit(item, path + (key,))
+                visit(item, f"{path}[{key!r}]")
 
     for i, arg in enumerate(args):
-        visit(arg, (0, i))
+        visit(arg, f"args[{i}]")
     for key, arg in kwargs.items():
-        visit(arg, (1, key))
-    return getters
+        visit(arg, f"kwargs[{key!r}]")
+    return paths
 
 
-def _getter(path):
-    def get(args, kwargs):
-        x = (args, kwargs)
-        for key in path:
-            x = x[key]
-        return x
-
-    return get
+def _function(expression: str, env: dict):
+    """`lambda args, kwargs: expression`, its names looked up in `env`."""
+    return eval(f"lambda args, kwargs: {expression}", env)  # noqa: S307 - our own text
 
 
-def _input_sources(variant, trace) -> list:
-    """Per graph input, a function (args, kwargs) -> its array for this call."""
+def _input_expressions(variant, trace, paths: dict, env: dict) -> list:
+    """Per graph input, the expression that reads its array for a call (names it uses
+    are put in `env`)."""
     by_value = {}
-    for get, (_, value) in zip(variant.argument_getters, trace.arguments):
-        by_value[value] = lambda a, k, get=get: get(a, k)._data
-    for (tensor, value), owner in zip(trace.captured, variant.grad_owner):
+    for (tensor, value) in trace.arguments:
+        by_value[value] = f"{paths[id(tensor)]}._data"
+    for k, ((tensor, value), owner) in enumerate(zip(trace.captured, variant.grad_owner)):
         if owner is None:
-            by_value[value] = lambda a, k, t=tensor: t._data
+            env[f"C{k}"] = tensor
+            by_value[value] = f"C{k}._data"
         else:  # a .grad: read afresh through its owner (None raises: no variant then)
-            by_value[value] = lambda a, k, o=owner: o._grad._data
-    for random in trace.random_inputs:
-        by_value[random.value] = lambda a, k, make=random.make: np.asarray(make())
-    for container, key, value in trace.hyperparameters:
-        by_value[value] = (lambda a, k, c=container, key=key, d=value.dtype.numpy:
-                           np.array(c[key], dtype=d))
+            env[f"C{k}"] = owner
+            by_value[value] = f"C{k}._grad._data"
+    env["asarray"], env["array"] = np.asarray, np.array
+    for k, random in enumerate(trace.random_inputs):
+        env[f"R{k}"] = random.make
+        by_value[random.value] = f"asarray(R{k}())"
+    for k, (container, key, value) in enumerate(trace.hyperparameters):
+        env[f"H{k}"], env[f"K{k}"], env[f"D{k}"] = container, key, value.dtype.numpy
+        by_value[value] = f"array(H{k}[K{k}], dtype=D{k})"
     return [by_value[v] for v in trace.graph.inputs]
 
 
