@@ -37,7 +37,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 
-from .engine import Engine, NativeModule, ObjectCode, default_engine
+from .engine import CompileError, Engine, NativeModule, ObjectCode, default_engine
 
 FORMAT_VERSION = 1
 MAGIC = b"tracegrad-object %d\n" % FORMAT_VERSION
@@ -100,17 +100,18 @@ class ProgramCache:
         key = cache_key(ir_text, self.engine)
         native = self._programs.get(key)
         if native is None:
-            native = self._build_once(key, ir_text, use_disk and self.enabled)
+            native = self._build_once(key, ir_text, entry_points, use_disk and self.enabled)
         else:
             self.stats.memory_hits += 1
         native.require(entry_points)
         return native
 
-    def _build_once(self, key: str, ir_text: str, use_disk: bool) -> NativeModule:
+    def _build_once(self, key: str, ir_text: str, entry_points: list[str],
+                    use_disk: bool) -> NativeModule:
         with self._lock:  # one build per key, even when two threads ask at once
             native = self._programs.get(key)
             if native is None:
-                native = self._programs[key] = self._build(key, ir_text, use_disk)
+                native = self._programs[key] = self._build(key, ir_text, entry_points, use_disk)
             else:
                 self.stats.memory_hits += 1
             return native
@@ -123,16 +124,29 @@ class ProgramCache:
         with self._lock:
             self._programs.clear()
 
-    def _build(self, key: str, ir_text: str, use_disk: bool) -> NativeModule:
-        object_code = self._read(key) if use_disk else None
-        if object_code is not None:
+    def _build(self, key: str, ir_text: str, entry_points: list[str],
+               use_disk: bool) -> NativeModule:
+        native = self._load_entry(key, entry_points) if use_disk else None
+        if native is not None:
             self.stats.disk_hits += 1
-        else:
-            object_code = self.engine.compile_object(ir_text)
-            self.stats.compiles += 1
-            if use_disk:
-                self._write(key, object_code)
+            return native
+        object_code = self.engine.compile_object(ir_text)
+        self.stats.compiles += 1
+        if use_disk:
+            self._write(key, object_code)
         return self.engine.load_object(object_code, [])
+
+    def _load_entry(self, key: str, entry_points: list[str]) -> NativeModule | None:
+        """The program stored on disk under ``key``, or None (then it is compiled)."""
+        object_code = self._read(key)
+        if object_code is None:
+            return None
+        try:
+            return self.engine.load_object(object_code, entry_points)
+        except CompileError as error:  # intact, but not a program this process can use
+            self.stats.rejected_entries += 1
+            log.warning("ignoring cache entry %s: %s; recompiling", self.entry_path(key), error)
+            return None
 
     def _read(self, key: str) -> ObjectCode | None:
         path = self.entry_path(key)
@@ -188,8 +202,11 @@ def decode_entry(data: bytes, key: str) -> ObjectCode:
     try:
         header = json.loads(data[len(MAGIC):end])
         expected = (header["key"], header["size"], header["sha256"], header["externals"])
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise CorruptEntryError(f"unreadable header ({error})") from None
+    if not (isinstance(expected[1], int) and isinstance(expected[3], list)
+            and all(isinstance(name, str) for name in expected[3])):
+        raise CorruptEntryError("header fields of the wrong types")
     code = data[end + 1:]
     if expected[0] != key:
         raise CorruptEntryError("entry is for another key")

@@ -20,6 +20,7 @@ from .compiler.ops.dtypes import DType as dtype  # noqa: F401
 from .compiler.ops.dtypes import bool_ as bool  # noqa: A001
 from .compiler.ops.dtypes import float32, float64, int32, int64
 from .tensor import Size, Tensor  # noqa: F401
+from .errors import OutOfMemoryError  # noqa: F401  (PyTorch's name)
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full,  # noqa: F401
                        full_like, linspace, ones, ones_like, tensor, zeros, zeros_like)
 from .random import (Generator, initial_seed, manual_seed, normal, rand, rand_like,  # noqa: F401
@@ -54,15 +55,47 @@ from . import nn, optim  # noqa: E402, F401
 
 def compile(fn=None, *, fullgraph: bool = False, dynamic: bool = False, cache: bool = True,
             verify: int = 0, backend=None, mode=None):  # noqa: A001
-    """Compile a function or module (see `tracegrad.compiled.compile`); the compiler loads
-    on first use, so `import tracegrad` stays light."""
+    """Compile a function or an `nn.Module` (SPEC §4.1), bare (`@tracegrad.compile`) or
+    with options; the compiler loads on first use, so `import tracegrad` stays light.
+
+    The first call with a new input signature runs eagerly while being traced; later calls
+    run native code. `fullgraph=True` raises instead of falling back to eager on an
+    unsupported operation; `cache=False` skips the disk cache; `verify=N` checks the first
+    N calls against eager execution. `backend` and `mode` are accepted and ignored.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> @torch.compile
+        ... def loss(w, x):
+        ...     return ((x @ w) ** 2).mean()
+        >>> w = torch.ones(2, requires_grad=True)
+        >>> y = loss(w, torch.tensor([[1.0, 2.0]]))
+        >>> y.item()
+        9.0
+        >>> y.backward()
+        >>> w.grad
+        tensor([ 6., 12.])
+    """
     from .compiled import compile as compile_now
 
     return compile_now(fn, fullgraph=fullgraph, dynamic=dynamic, cache=cache, verify=verify)
 
 
 def explain(fn, *args, **kwargs) -> dict:
-    """What compiling `fn` did on this call, as data (see `tracegrad.compiled.explain`)."""
+    """Call `fn` (compiled if it is not yet) on the arguments and report what compiling did,
+    as data: the number of variants, their guards and graphs, the reason for falling back
+    to eager (None if it did not) and the events (traces, recompiles).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> report = torch.explain(lambda x: x.sin() * 2, torch.ones(3))
+        >>> report["variants"], report["fallback"]
+        (1, None)
+        >>> sorted(report)
+        ['events', 'fallback', 'graphs', 'guards', 'variants']
+    """
     from .compiled import explain as explain_now
 
     return explain_now(fn, *args, **kwargs)

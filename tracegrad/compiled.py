@@ -21,17 +21,24 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import warnings
 import weakref
 
 from . import tracing
 from .compiled_log import log
 from .compiled_variant import GUARD_FAILED
-from .autograd import grad_mode
+from .autograd import anomaly_mode, grad_mode
 from .reachable import call_guard, reachable_tensors
 from .tensor import Tensor
 
 VARIANT_LIMIT = 8
+NO_VARIANT = object()  # no variant took the call
+# One trace at a time in the process, as torch._dynamo's compile lock: threads that call a
+# function with a new signature at once trace it once (not once each, filling the variant
+# limit), and one lock cannot deadlock with another. Re-entrant: a traced function may call
+# compiled functions. Calls that a variant takes never wait for it.
+TRACE_LOCK = threading.RLock()
 # Every compiled function made in this process, for `tracegrad ir` to list (weakly held).
 ALL_COMPILED = weakref.WeakSet()
 
@@ -59,20 +66,35 @@ class CompiledFunction:
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
-        if self.fallback_reason is not None:
+        # Under detect_anomaly() a NaN made in backward must name the forward op and line
+        # that made it: only an eager graph knows them, so debugging runs eagerly.
+        if self.fallback_reason is not None or anomaly_mode.state.on:
             return self.fn(*args, **kwargs)
-        for variant in self.variants:
+        known, refusals = len(self.variants), []
+        result = self._run_variants(self.variants, args, kwargs, refusals)
+        if result is not NO_VARIANT:
+            return result
+        with TRACE_LOCK:  # another thread may have traced this very call while we waited
+            result = self._run_variants(self.variants[known:], args, kwargs, refusals)
+            if result is NO_VARIANT and self.fallback_reason is None:
+                result = self._trace(args, kwargs, refusals)
+        return self.fn(*args, **kwargs) if result is NO_VARIANT else result
+
+    def _run_variants(self, variants, args, kwargs, refusals: list):
+        """The result of the first of `variants` that takes the call, or NO_VARIANT; why a
+        variant whose guards passed refused the call is added to `refusals`."""
+        for variant in variants:
             if variant.guard(args, kwargs):
                 if self.calls <= self.verify_calls:
                     return self._verify(variant, args, kwargs)
                 outcome = variant.run(args, kwargs)
                 if outcome is not GUARD_FAILED:
                     return outcome
-                self._event("guards", f"variant {variant.index} refused the call "
-                                      f"({variant.failure}): tracing anew")
-        return self._trace(args, kwargs)
+                refusals.append(f"variant {variant.index} refused the call "
+                                f"({variant.failure}): tracing anew")
+        return NO_VARIANT
 
-    def _trace(self, args, kwargs):
+    def _trace(self, args, kwargs, refusals=()):
         if len(self.variants) >= VARIANT_LIMIT:
             return self._fall_back(f"more than {VARIANT_LIMIT} variants were needed "
                                    f"(shapes, guards or captured tensors keep changing)")(
@@ -81,6 +103,8 @@ class CompiledFunction:
 
         reach_before = _identities(self.fn)
         trace, result, outputs = trace_variant(self.fn, args, kwargs, self.cache)
+        for refusal in refusals:  # logged once the call succeeded: one that raises (bad
+            self._event("guards", refusal)  # input) leaves the function as it was
         if trace.broken:
             if self.fullgraph:
                 tracing.undo(trace.tracer)
@@ -93,6 +117,8 @@ class CompiledFunction:
         exempt = [(container, key) for container, key, _ in trace.hyperparameters]
         guard = call_guard(self.fn, args, kwargs, exempt)
         variant = Variant(len(self.variants), self.fn, trace, outputs, guard, args, kwargs)
+        trace.tracer = None  # it keeps every tensor of the traced call (their graph, their
+        # activations) alive: the variant needs none of them
         variant.key = signature_key(args, kwargs)  # for reports: what the call looked like
         variant.reach = [(path, id(t)) for path, t in reachable_tensors(self.fn)]
         self.variants.append(variant)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .compiler.ops import dtypes
 from .compiler.ops.dtypes import DType, float32, int64
+from .errors import allocation_error, op_error
 from .tensor import Tensor
 
 _DEFAULT_FOR_KIND = {"f": float32, "i": int64, "u": int64, "b": dtypes.bool_}
@@ -33,8 +34,11 @@ def _infer_dtype(data, array: np.ndarray, typed: list) -> DType:
         return functools.reduce(dtypes.promote_types, found)
     try:
         default = _DEFAULT_FOR_KIND[array.dtype.kind]
-    except KeyError:
-        raise TypeError(f"Could not infer dtype of {type(data).__name__}") from None
+    except KeyError:  # strings, None, objects (PyTorch: RuntimeError for None, else TypeError)
+        odd = [x for x in array.ravel().tolist() if not isinstance(x, (int, float, bool))][:1]
+        kind = RuntimeError if odd and odd[0] is None else TypeError
+        raise op_error(kind, "tensor", f"Could not infer dtype of "
+                                       f"{type(odd[0] if odd else data).__name__}") from None
     return functools.reduce(dtypes.promote_types, found, default)
 
 
@@ -46,7 +50,22 @@ def _finish(t: Tensor, requires_grad: bool) -> Tensor:
 
 def tensor(data, dtype: DType | None = None, device=None, requires_grad: bool = False,
            pin_memory: bool = False) -> Tensor:
-    """A new tensor holding a copy of `data` (nested lists, scalars, arrays, tensors)."""
+    """A new tensor holding a copy of `data` (nested lists, scalars, arrays, tensors).
+
+    Without `dtype`, Python floats give float32, ints int64 and bools bool; NumPy arrays
+    and tensors keep their dtype.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.tensor([[1, 2], [3, 4]])
+        tensor([[1, 2],
+                [3, 4]])
+        >>> torch.tensor([1.0, 2.0], requires_grad=True)
+        tensor([1., 2.], requires_grad=True)
+        >>> torch.tensor(3.5, dtype=torch.float64)
+        tensor(3.5000, dtype=tracegrad.float64)
+    """
     if isinstance(data, Tensor):
         array = data._data.copy()
         dtype = dtype or data.dtype
@@ -71,7 +90,18 @@ def _unwrap_nested(data, typed: list):
 
 
 def as_tensor(data, dtype: DType | None = None, device=None) -> Tensor:
-    """Like `tensor`, but shares memory with a NumPy array or tensor when it can."""
+    """Like `tensor`, but shares memory with a NumPy array or tensor when it can.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> import numpy as np
+        >>> a = np.array([1.0, 2.0])
+        >>> t = torch.as_tensor(a)
+        >>> a[0] = 5.0
+        >>> t
+        tensor([5., 2.], dtype=tracegrad.float64)
+    """
     if isinstance(data, Tensor):
         return data if dtype in (None, data.dtype) else data.to(dtype)
     if isinstance(data, np.ndarray) and (dtype is None or dtype.numpy == data.dtype):
@@ -80,7 +110,18 @@ def as_tensor(data, dtype: DType | None = None, device=None) -> Tensor:
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
-    """A tensor sharing `array`'s memory: changes to one show in the other."""
+    """A tensor sharing `array`'s memory (and its dtype): changes to one show in the other.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> import numpy as np
+        >>> a = np.zeros(2, dtype=np.float32)
+        >>> t = torch.from_numpy(a)
+        >>> t[0] = 1.0
+        >>> a
+        array([1., 0.], dtype=float32)
+    """
     if not isinstance(array, np.ndarray):
         raise TypeError(f"expected np.ndarray (got {type(array).__name__})")
     return Tensor._wrap(array, dtypes.from_numpy(array.dtype))
@@ -96,63 +137,163 @@ def tensor_constructor(self: Tensor, *args, **kwargs) -> None:
         setattr(self, slot, getattr(made, slot))
 
 
-def _shape(size) -> tuple:
+def _shape(size, op: str = "empty") -> tuple:
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = size[0]
-    shape = tuple(int(s) for s in size)
+    try:
+        shape = tuple(int(s) for s in size)
+    except (TypeError, ValueError):
+        bad = [type(s).__name__ for s in size if not isinstance(s, (int, float))][:1]
+        raise op_error(TypeError, op, f"{op}(): argument 'size' (position 1) must be tuple of "
+                                      f"ints, not {(bad or ['float'])[0]}") from None
     if any(s < 0 for s in shape):
-        raise RuntimeError(f"Trying to create tensor with negative dimension {min(shape)}: "
-                           f"{list(shape)}")
+        raise op_error(RuntimeError, op, f"Trying to create tensor with negative dimension "
+                                         f"{min(shape)}: {list(shape)}")
     return shape
 
 
-def _filled(fill, size, dtype, requires_grad, default=float32) -> Tensor:
-    dtype = dtype or default
-    array = np.full(_shape(size), fill, dtype=dtype.numpy)
+def allocated(op: str, shape: tuple, dtype: DType, make) -> np.ndarray:
+    """`make()`, a new array of `shape`; if the machine cannot hold it, an error that names
+    `op`, the shape and the bytes asked for instead of NumPy's bare MemoryError."""
+    try:
+        return make()
+    except MemoryError:
+        raise allocation_error(op, shape, dtype) from None
+
+
+def _filled(fill, size, dtype, requires_grad, default=float32, op="full") -> Tensor:
+    dtype, shape = dtype or default, _shape(size, op)
+    array = allocated(op, shape, dtype, lambda: np.full(shape, fill, dtype=dtype.numpy))
     return _finish(Tensor._wrap(array, dtype), requires_grad)
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False, out=None) -> Tensor:
-    return _filled(0, size, dtype, requires_grad)
+    """A tensor of zeros of the given size (ints or one tuple); float32 unless `dtype`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.zeros(2, 3)
+        tensor([[0., 0., 0.],
+                [0., 0., 0.]])
+        >>> torch.zeros((2,), dtype=torch.int64)
+        tensor([0, 0])
+    """
+    return _filled(0, size, dtype, requires_grad, op="zeros")
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False, out=None) -> Tensor:
-    return _filled(1, size, dtype, requires_grad)
+    """A tensor of ones of the given size (ints or one tuple); float32 unless `dtype`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.ones(2)
+        tensor([1., 1.])
+        >>> torch.ones(1, 2, dtype=torch.bool)
+        tensor([[True, True]])
+    """
+    return _filled(1, size, dtype, requires_grad, op="ones")
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False, memory_format=None) -> Tensor:
-    dtype = dtype or float32
-    return _finish(Tensor._wrap(np.empty(_shape(size), dtype=dtype.numpy), dtype), requires_grad)
+    """An uninitialised tensor of the given size (its values are arbitrary); float32 unless
+    `dtype`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.empty(2, 3).shape
+        tracegrad.Size([2, 3])
+    """
+    dtype, shape = dtype or float32, _shape(size, "empty")
+    array = allocated("empty", shape, dtype, lambda: np.empty(shape, dtype=dtype.numpy))
+    return _finish(Tensor._wrap(array, dtype), requires_grad)
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of shape `size` filled with `fill_value`; without `dtype`, the value's kind
+    decides (float: float32, int: int64, bool: bool).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.full((2, 2), 7)
+        tensor([[7, 7],
+                [7, 7]])
+        >>> torch.full((2,), 0.5)
+        tensor([0.5000, 0.5000])
+    """
     default = dtypes.DEFAULT_FOR_CATEGORY[dtypes.scalar_category(fill_value)]
     return _filled(fill_value, (size,), dtype, requires_grad, default)
 
 
-def _like(fill, input, dtype, requires_grad) -> Tensor:
-    return _filled(fill, (input.shape,), dtype or input.dtype, requires_grad)
+def _like(fill, input, dtype, requires_grad, op) -> Tensor:
+    return _filled(fill, (input.shape,), dtype or input.dtype, requires_grad, op=op)
 
 
 def zeros_like(input, dtype=None, device=None, requires_grad=False, memory_format=None):
-    return _like(0, input, dtype, requires_grad)
+    """Zeros of `input`'s shape and (unless `dtype`) dtype.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.zeros_like(torch.tensor([[1, 2]]))
+        tensor([[0, 0]])
+    """
+    return _like(0, input, dtype, requires_grad, "zeros_like")
 
 
 def ones_like(input, dtype=None, device=None, requires_grad=False, memory_format=None):
-    return _like(1, input, dtype, requires_grad)
+    """Ones of `input`'s shape and (unless `dtype`) dtype.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.ones_like(torch.tensor([1.0, 2.0]))
+        tensor([1., 1.])
+    """
+    return _like(1, input, dtype, requires_grad, "ones_like")
 
 
 def empty_like(input, dtype=None, device=None, requires_grad=False, memory_format=None):
+    """An uninitialised tensor of `input`'s shape and (unless `dtype`) dtype.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.empty_like(torch.ones(2, 3)).shape
+        tracegrad.Size([2, 3])
+    """
     return empty(input.shape, dtype=dtype or input.dtype, requires_grad=requires_grad)
 
 
 def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
-    return _like(fill_value, input, dtype, requires_grad)
+    """`fill_value` in `input`'s shape and (unless `dtype`) dtype.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.full_like(torch.tensor([1.0, 2.0]), 3)
+        tensor([3., 3.])
+    """
+    return _like(fill_value, input, dtype, requires_grad, "full_like")
 
 
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Values from `start` to `end` (exclusive): start + i * step, computed as PyTorch's CPU
-    kernel does, so that float results agree bit for bit (up to 32768 values)."""
+    kernel does, so that float results agree bit for bit (up to 32768 values).
+
+    `arange(end)` starts at 0. All-integer arguments give int64, otherwise float32.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.arange(5)
+        tensor([0, 1, 2, 3, 4])
+        >>> torch.arange(1, 2.5, 0.5)
+        tensor([1.0000, 1.5000, 2.0000])
+    """
     if end is None:
         start, end = 0, start
     start, end, step = (x.item() if isinstance(x, Tensor) else x for x in (start, end, step))
@@ -184,9 +325,17 @@ def _arange_values(start: float, step: float, count: int, numpy_dtype) -> np.nda
 
 def linspace(start, end, steps: int, *, dtype=None, device=None,
              requires_grad=False) -> Tensor:
-    """`steps` evenly spaced values, computed as PyTorch's CPU kernel does (in the output
-    dtype, from the start for the first half and from the end for the second; its compiler
-    fuses each multiply-add, emulated here with a wider type)."""
+    """`steps` evenly spaced values from `start` to `end` inclusive, computed as PyTorch's
+    CPU kernel does (in the output dtype, from the start for the first half and from the
+    end for the second; its compiler fuses each multiply-add, emulated here with a wider
+    type).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.linspace(0, 1, 5)
+        tensor([0.0000, 0.2500, 0.5000, 0.7500, 1.0000])
+    """
     dtype = dtype or float32
     if steps < 0:
         raise RuntimeError("number of steps must be non-negative")
@@ -205,5 +354,18 @@ def linspace(start, end, steps: int, *, dtype=None, device=None,
 
 
 def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad=False):
+    """The `n` x `m` (default `n` x `n`) matrix with ones on the diagonal; float32 unless
+    `dtype`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.eye(2)
+        tensor([[1., 0.],
+                [0., 1.]])
+        >>> torch.eye(2, 3, dtype=torch.int64)
+        tensor([[1, 0, 0],
+                [0, 1, 0]])
+    """
     dtype = dtype or float32
     return _finish(Tensor._wrap(np.eye(n, m, dtype=dtype.numpy), dtype), requires_grad)

@@ -18,7 +18,7 @@ from .autograd.graph import PrimitiveNode
 from .compiler.ops import ShapeError, Spec, cast
 from .compiler.ops.dtypes import from_numpy as dtype_of_numpy
 from .compiler.ops.dtypes import ALL_DTYPES, result_type
-from .errors import op_error
+from .errors import allocation_error, op_error
 from .tensor import Tensor
 from .trace_state import state as _trace
 
@@ -102,6 +102,9 @@ def _explain(prim, inputs, attrs, exc: Exception) -> Exception:
         prim.shape(*specs, **attrs)
     except (ShapeError, IndexError, RuntimeError) as rule_error:
         return op_error(type(rule_error), prim.name, str(rule_error), inputs)
+    if isinstance(exc, MemoryError):  # NumPy's carries the shape it could not allocate
+        return allocation_error(prim.name, getattr(exc, "shape", ()),
+                                getattr(exc, "dtype", np.dtype(np.float32)), inputs)
     return op_error(RuntimeError if isinstance(exc, ValueError) else type(exc), prim.name,
                     str(exc), inputs)
 

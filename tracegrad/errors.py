@@ -12,8 +12,11 @@ RuntimeError: The size of tensor a (3) must match the size of tensor b (4) at no
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+
+import numpy as np
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _PACKAGE_ROOTS = (_PACKAGE_DIR, os.path.dirname(_PACKAGE_DIR) + os.sep + "compiler")
@@ -50,3 +53,38 @@ def describe_operands(inputs) -> str:
 def op_error(kind: type, op: str, message: str, inputs=()) -> Exception:
     """An exception of type `kind` whose message names the op, operands and user line."""
     return kind(f"{message}\n  in {op}{describe_operands(inputs)}, at {user_location()}")
+
+
+def not_a_tensor(op: str, argument: str, position: int, value, inputs=()) -> TypeError:
+    """PyTorch's complaint about a non-tensor argument, with our second line (`inputs`: the
+    op's other operands, to describe).
+
+    >>> print(not_a_tensor("exp", "input", 1, "x"))  # doctest: +ELLIPSIS
+    exp(): argument 'input' (position 1) must be Tensor, not str
+      in exp, at ...
+    """
+    return op_error(TypeError, op, f"{op}(): argument '{argument}' (position {position}) must "
+                                   f"be Tensor, not {type(value).__name__}", inputs)
+
+
+class OutOfMemoryError(RuntimeError, MemoryError):
+    """An array the machine cannot allocate. PyTorch raises RuntimeError (its allocator's
+    "[enforce fail ...]"); code that catches NumPy's MemoryError catches this too.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> issubclass(torch.OutOfMemoryError, RuntimeError)
+        True
+        >>> issubclass(torch.OutOfMemoryError, MemoryError)
+        True
+    """
+
+
+def allocation_error(op: str, shape, dtype, inputs=()) -> OutOfMemoryError:
+    """The error for `op` failing to allocate its result of `shape` and `dtype` (a DType or
+    a NumPy dtype, as NumPy's MemoryError carries)."""
+    nbytes = math.prod(int(s) for s in shape) * np.dtype(getattr(dtype, "numpy", dtype)).itemsize
+    return op_error(OutOfMemoryError, op, f"DefaultCPUAllocator: can't allocate memory: you "
+                                          f"tried to allocate {nbytes} bytes for a result of "
+                                          f"shape {list(shape)} ({dtype.name})", inputs)

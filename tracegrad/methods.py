@@ -24,7 +24,17 @@ def _flip(fn):
 
 
 def _to(self, *args, **kwargs):
-    """`to(dtype)`, `to(other)`, `to("cpu")`: a cast (recorded), or self if nothing changes."""
+    """`to(dtype)`, `to(other)`, `to("cpu")`: a cast (recorded), or self if nothing changes.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([1, 2])
+        >>> x.to(torch.float64)
+        tensor([1., 2.], dtype=tracegrad.float64)
+        >>> x.to("cpu") is x
+        True
+    """
     dtype = kwargs.get("dtype")
     for a in args:
         if isinstance(a, dtypes.DType):
@@ -39,55 +49,201 @@ def _to(self, *args, **kwargs):
 
 
 def _type_as(self, other):
+    """`self.to(other.dtype)`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.tensor([1, 2]).type_as(torch.tensor([0.5]))
+        tensor([1., 2.])
+    """
     return _to(self, other.dtype)
 
 
 def _where_method(self, condition, other):
+    """`torch.where(condition, self, other)`: self where `condition` holds, else `other`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([-1.0, 2.0])
+        >>> x.where(x > 0, 0.0)
+        tensor([0., 2.])
+    """
     return pointwise.where(condition, self, other)
 
 
+# The casting methods' docstrings: one template, and per dtype the method's name and what
+# casting [1.5, -2.0] prints.
+_CAST_DOC = """`x.to(torch.{dtype})`: a {dtype} copy (recorded), or `x` itself if already {dtype}.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.tensor([1.5, -2.0]).{name}()
+        {output}
+    """
+_CAST_EXAMPLES = {
+    "float32": ("float", "tensor([ 1.5000, -2.0000])"),
+    "float64": ("double", "tensor([ 1.5000, -2.0000], dtype=tracegrad.float64)"),
+    "int64": ("long", "tensor([ 1, -2])"),
+    "int32": ("int", "tensor([ 1, -2], dtype=tracegrad.int32)"),
+    "bool": ("bool", "tensor([True, True])"),
+}
+
+
 def _cast(dtype):
-    return lambda self, memory_format=None: _to(self, dtype)
+    def cast(self, memory_format=None):
+        return _to(self, dtype)
+
+    name, printed = _CAST_EXAMPLES[dtype.name]
+    cast.__name__ = cast.__qualname__ = name
+    cast.__doc__ = _CAST_DOC.format(dtype=dtype.name, name=name, output=printed)
+    return cast
 
 
 def _uniform_(self, a=0.0, b=1.0, generator=None):
+    """Fill with random values uniform on `[a, b)`, in place, without recording.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.empty(1000).uniform_(-1.0, 1.0)
+        >>> bool(x.min() >= -1.0), bool(x.max() < 1.0)
+        (True, True)
+    """
     from .random import fill_uniform_
 
     return fill_uniform_(self, a, b, generator)
 
 
 def _normal_(self, mean=0.0, std=1.0, generator=None):
+    """Fill with random normal values of the given mean and standard deviation, in place,
+    without recording.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.empty(10000).normal_(mean=2.0, std=0.5)
+        >>> round(x.mean().item(), 1), round(x.std().item(), 1)
+        (2.0, 0.5)
+    """
     from .random import fill_normal_
 
     return fill_normal_(self, mean, std, generator)
 
 
 def _new_tensor(self, data, dtype=None, requires_grad=False):
+    """`torch.tensor(data)` with this tensor's dtype unless `dtype` is given.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.ones(2, dtype=torch.float64).new_tensor([1, 2])
+        tensor([1., 2.], dtype=tracegrad.float64)
+    """
     from .creation import tensor
 
     return tensor(data, dtype=dtype or self.dtype, requires_grad=requires_grad)
 
 
 def _new_zeros(self, *size, dtype=None, requires_grad=False):
+    """`torch.zeros(*size)` with this tensor's dtype unless `dtype` is given.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.tensor([1, 2]).new_zeros(2, 3)
+        tensor([[0, 0, 0],
+                [0, 0, 0]])
+    """
     from .creation import zeros
 
     return zeros(*size, dtype=dtype or self.dtype, requires_grad=requires_grad)
 
 
 def _new_ones(self, *size, dtype=None, requires_grad=False):
+    """`torch.ones(*size)` with this tensor's dtype unless `dtype` is given.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.tensor([1, 2]).new_ones(3)
+        tensor([1, 1, 1])
+    """
     from .creation import ones
 
     return ones(*size, dtype=dtype or self.dtype, requires_grad=requires_grad)
 
 
 def _new_full(self, size, fill_value, dtype=None, requires_grad=False):
+    """`torch.full(size, fill_value)` with this tensor's dtype unless `dtype` is given.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.tensor([1.0]).new_full((2,), 7)
+        tensor([7., 7.])
+    """
     from .creation import full
 
     return full(size, fill_value, dtype=dtype or self.dtype, requires_grad=requires_grad)
 
 
 def _mod(self, other):
+    """Python's `%` elementwise: `x - floor(x / y) * y`, with the divisor's sign (also
+    `x % y`).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.tensor([-3, 3]).remainder(2)
+        tensor([1, 1])
+        >>> torch.tensor([-3.0, 3.0]) % -2
+        tensor([-1., -1.])
+    """
     return self - pointwise.div(self, other, rounding_mode="floor") * other
+
+
+def _view_as(self, other):
+    """`self.view(other.shape)`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.arange(6).view_as(torch.zeros(2, 3))
+        tensor([[0, 1, 2],
+                [3, 4, 5]])
+    """
+    return shaping.view(self, other.shape)
+
+
+def _reshape_as(self, other):
+    """`self.reshape(other.shape)`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.arange(4).reshape_as(torch.zeros(2, 2))
+        tensor([[0, 1],
+                [2, 3]])
+    """
+    return shaping.reshape(self, other.shape)
+
+
+def _cpu(self):
+    """The tensor itself: tensors live in host memory.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.ones(2)
+        >>> x.cpu() is x
+        True
+    """
+    return self
 
 
 def _floordiv(self, other):
@@ -131,8 +287,7 @@ METHODS = {
     # shape
     "reshape": shaping.reshape, "view": shaping.view, "flatten": shaping.flatten,
     "unflatten": shaping.unflatten,
-    "view_as": lambda self, other: shaping.view(self, other.shape),
-    "reshape_as": lambda self, other: shaping.reshape(self, other.shape),
+    "view_as": _view_as, "reshape_as": _reshape_as,
     "squeeze": shaping.squeeze, "unsqueeze": shaping.unsqueeze, "permute": shaping.permute,
     "transpose": shaping.transpose, "swapaxes": shaping.transpose, "t": shaping.t,
     "T": property(shaping.numpy_T), "mT": property(shaping.matrix_T),
@@ -148,7 +303,7 @@ METHODS = {
     # dtype
     "to": _to, "type_as": _type_as, "float": _cast(dtypes.float32),
     "double": _cast(dtypes.float64), "long": _cast(dtypes.int64), "int": _cast(dtypes.int32),
-    "bool": _cast(dtypes.bool_), "cpu": lambda self: self,
+    "bool": _cast(dtypes.bool_), "cpu": _cpu,
     "new_tensor": _new_tensor, "new_zeros": _new_zeros, "new_ones": _new_ones,
     "new_full": _new_full,
     # in place

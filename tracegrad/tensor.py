@@ -24,6 +24,7 @@ from . import autograd
 from .autograd import grad_mode
 from .autograd.graph import AccumulateGrad
 from .compiler.ops.dtypes import DType
+from .errors import op_error
 from .printing import format_tensor
 from .trace_state import state as _trace
 
@@ -31,21 +32,61 @@ _grad = grad_mode.state
 
 
 class Size(tuple):
-    """A tensor's shape: a tuple that prints like PyTorch's `torch.Size`."""
+    """A tensor's shape: a tuple that prints like PyTorch's `torch.Size`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> s = torch.zeros(2, 3).shape
+        >>> s, s[0], s == (2, 3)
+        (tracegrad.Size([2, 3]), 2, True)
+    """
 
     def __repr__(self) -> str:
         return f"tracegrad.Size({list(self)})"
 
     def numel(self) -> int:
+        """The number of elements a tensor of this shape holds.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.Size([2, 3]).numel()
+            6
+        """
         return int(np.prod(self))
 
 
 class Tensor:
+    """A multi-dimensional array of one dtype that records operations for autograd
+    (PyTorch's `torch.Tensor`).
+
+    Make tensors with `tensor`, `zeros`, `arange`, `rand`, ...; as in PyTorch,
+    `Tensor(data)` makes a float32 tensor of `data` and `Tensor(2, 3)` an uninitialised one
+    of that shape. The operations of `tracegrad` are also methods and operators.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+        >>> y = (x @ x).sum()
+        >>> y
+        tensor(54., grad_fn=<SumBackward0>)
+        >>> y.backward()
+        >>> x.grad
+        tensor([[ 7., 11.],
+                [ 9., 13.]])
+        >>> torch.Tensor([1, 2])
+        tensor([1., 2.])
+    """
+
     __slots__ = ("_data", "dtype", "_requires_grad", "grad_fn", "_version", "__weakref__",
                  "__dict__")
     # Rarely set state lives in the instance dict, defaulting to these (cheaper to create).
     _grad = None
     _base = None  # (base tensor, index or None) for a view
+    _replay = None  # for a view: the (primitive, attributes) that make it from its base
+    _views = None  # weak references to the views of this tensor (functions/shaping.py)
     _accumulator_ref = None  # weak reference to this leaf's AccumulateGrad node
     _hooks = None
     _retains_grad = False
@@ -84,6 +125,19 @@ class Tensor:
     # --- autograd state ---
     @property
     def requires_grad(self) -> bool:
+        """Whether operations on this tensor are recorded for autograd; settable on leaves
+        (floating-point tensors only).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.ones(2)
+            >>> x.requires_grad
+            False
+            >>> x.requires_grad = True
+            >>> (x * 2).requires_grad
+            True
+        """
         return self._requires_grad
 
     @requires_grad.setter
@@ -93,20 +147,52 @@ class Tensor:
                                "you want to use a computed variable in a subgraph that doesn't "
                                "require differentiation use var_no_grad = var.detach().")
         if value and not self.dtype.is_floating_point:
-            raise RuntimeError("Only Tensors of floating point and complex dtype can require "
-                               "gradients")
+            raise op_error(RuntimeError, "requires_grad", "Only Tensors of floating point and "
+                                                          "complex dtype can require gradients",
+                           (self,))
         self._requires_grad = bool(value)
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set `requires_grad` in place (on a leaf); returns the tensor.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.zeros(2).requires_grad_()
+            tensor([0., 0.], requires_grad=True)
+        """
         self.requires_grad = requires_grad
         return self
 
     @property
     def is_leaf(self) -> bool:
+        """True unless a recorded operation made this tensor; `backward` fills in the `.grad` of
+        leaves that require grad.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.ones(2, requires_grad=True)
+            >>> x.is_leaf, (x * 2).is_leaf
+            (True, False)
+        """
         return self.grad_fn is None
 
     @property
     def grad(self):
+        """The gradient that `backward` accumulated (None until then); assignable. Non-leaf
+        tensors keep none unless `retain_grad()` was called (reading it warns).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+            >>> print(x.grad)
+            None
+            >>> (x * x).sum().backward()
+            >>> x.grad
+            tensor([2., 4.])
+        """
         if self.grad_fn is not None and not self._retains_grad and self._grad is None:
             warnings.warn(
                 "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. "
@@ -123,12 +209,13 @@ class Tensor:
     def grad(self, value) -> None:
         if value is not None:
             if not isinstance(value, Tensor):
-                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad "
-                                f"of type {type(value).__name__}")
-            if value._data.shape != self._data.shape:
-                raise RuntimeError("assigned grad has data of a different size")
-            if value.dtype is not self.dtype:
-                raise RuntimeError("assigned grad has data of a different type")
+                raise op_error(TypeError, "grad", f"assigned grad expected to be a Tensor or "
+                                                  f"None but got grad of type "
+                                                  f"{type(value).__name__}", (self,))
+            if value._data.shape != self._data.shape or value.dtype is not self.dtype:
+                raise op_error(RuntimeError, "grad", "assigned grad has data of a different "
+                               + ("size" if value._data.shape != self._data.shape else "type"),
+                               (self, value))
         self._grad = value
 
     def _accumulator(self) -> AccumulateGrad:
@@ -146,11 +233,39 @@ class Tensor:
         return (self._accumulator(), 0)
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (see `autograd.backward`)."""
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (see `autograd.backward`).
+
+        `gradient` (d(loss)/d(self)) is needed unless self has one element; the graph's
+        saved values are freed unless `retain_graph`; `create_graph` records the backward
+        pass for higher derivatives; `inputs` restricts which tensors accumulate.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+            >>> (x ** 2).sum().backward()
+            >>> x.grad
+            tensor([2., 4.])
+            >>> (x ** 2).backward(torch.tensor([1.0, 0.1]))
+            >>> x.grad
+            tensor([4.0000, 4.4000])
+        """
         autograd.backward(self, gradient, retain_graph, create_graph, inputs=inputs)
 
     def register_hook(self, hook):
-        """`hook(grad)` runs when this tensor's gradient is computed; may return a new one."""
+        """`hook(grad)` runs when this tensor's gradient is computed and may return a new one
+        to use instead; returns a handle whose `remove()` unregisters it.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+            >>> handle = x.register_hook(lambda grad: grad * 10)
+            >>> x.sum().backward()
+            >>> x.grad
+            tensor([10., 10.])
+            >>> handle.remove()
+        """
         if not self._requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require "
                                "gradient")
@@ -163,7 +278,18 @@ class Tensor:
         return _NodeHookHandle(node, self._output_nr, hook)
 
     def retain_grad(self) -> None:
-        """Keep `.grad` for this non-leaf tensor too."""
+        """Keep `.grad` for this non-leaf tensor too (leaves keep theirs anyway).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+            >>> y = x * 3
+            >>> y.retain_grad()
+            >>> (y * y).sum().backward()
+            >>> y.grad
+            tensor([ 6., 12.])
+        """
         if not self._requires_grad:
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         if self.grad_fn is None or self._retains_grad:
@@ -175,21 +301,68 @@ class Tensor:
 
     @property
     def retains_grad(self) -> bool:
+        """Whether `retain_grad()` was called on this non-leaf tensor.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> y = torch.ones(1, requires_grad=True) * 2
+            >>> y.retains_grad
+            False
+            >>> y.retain_grad()
+            >>> y.retains_grad
+            True
+        """
         return self._retains_grad
 
     def detach(self) -> Tensor:
-        """A tensor sharing this one's memory (and version counter), outside the graph."""
+        """A tensor sharing this one's memory (and version counter), outside the graph: it
+        does not require grad.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.tensor([1.0], requires_grad=True)
+            >>> y = (x * 2).detach()
+            >>> y, y.requires_grad
+            (tensor([2.]), False)
+        """
         t = Tensor._wrap(self._data, self.dtype)
         t._version = self._version
         return t
 
     def detach_(self) -> Tensor:
+        """Detach this tensor from the graph in place: it becomes a leaf that does not require
+        grad; returns it.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> y = torch.ones(1, requires_grad=True) * 2
+            >>> y.detach_()
+            tensor([2.])
+            >>> y.is_leaf
+            True
+        """
         self.grad_fn = None
         self._requires_grad = False
         return self
 
     @property
     def data(self) -> Tensor:
+        """The values as a tensor outside the graph (sharing memory, as `detach()`); assigning
+        a tensor replaces the values (and dtype) without recording.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.tensor([1.0], requires_grad=True)
+            >>> x.data
+            tensor([1.])
+            >>> x.data = torch.tensor([5.0])
+            >>> x
+            tensor([5.], requires_grad=True)
+        """
         return self.detach()
 
     @data.setter
@@ -200,9 +373,26 @@ class Tensor:
     # --- facts about the array ---
     @property
     def shape(self) -> Size:
+        """The size of each dimension, as a `Size` (a tuple).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.zeros(2, 3).shape
+            tracegrad.Size([2, 3])
+        """
         return Size(self._data.shape)
 
     def size(self, dim: int | None = None):
+        """`shape` as a `Size`, or the size of dimension `dim` as an int.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.zeros(2, 3)
+            >>> x.size(), x.size(-1)
+            (tracegrad.Size([2, 3]), 3)
+        """
         if dim is None:
             return Size(self._data.shape)
         from .compiler.ops import normalize_axis
@@ -210,32 +400,98 @@ class Tensor:
         return self._data.shape[normalize_axis(dim, self._data.ndim)]
 
     def dim(self) -> int:
+        """The number of dimensions (also `ndim`).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.zeros(2, 3).dim()
+            2
+        """
         return self._data.ndim
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions (also `dim()`).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.tensor(1.0).ndim
+            0
+        """
         return self._data.ndim
 
     def numel(self) -> int:
+        """The number of elements (alias `nelement`).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.zeros(2, 3).numel()
+            6
+        """
         return int(self._data.size)
 
     nelement = numel
 
     def element_size(self) -> int:
+        """The size of one element in bytes.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.zeros(1).element_size(), torch.zeros(1, dtype=torch.float64).element_size()
+            (4, 8)
+        """
         return self.dtype.itemsize
 
     def is_floating_point(self) -> bool:
+        """Whether the dtype is float32 or float64.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.tensor([1.0]).is_floating_point(), torch.tensor([1]).is_floating_point()
+            (True, False)
+        """
         return self.dtype.is_floating_point
 
     def is_contiguous(self) -> bool:
+        """Whether the elements lie in memory in row-major order, without gaps.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.zeros(2, 3)
+            >>> x.is_contiguous(), x.t().is_contiguous()
+            (True, False)
+        """
         return bool(self._data.flags.c_contiguous)
 
     @property
     def device(self) -> str:
+        """Always "cpu" (a string, where PyTorch has a `torch.device`): tensors live in host
+        memory.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.ones(1).device
+            'cpu'
+        """
         return "cpu"
 
     @property
     def is_cuda(self) -> bool:
+        """Always False: tensors live in host memory.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.ones(1).is_cuda
+            False
+        """
         return False
 
     def __len__(self) -> int:
@@ -245,6 +501,22 @@ class Tensor:
 
     # --- conversion ---
     def numpy(self, force: bool = False) -> np.ndarray:
+        """The NumPy array holding the values (shared memory, not a copy). Raises if the tensor
+        requires grad, as in PyTorch (use `detach().numpy()`, or `force=True`).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.tensor([1.0, 2.0])
+            >>> a = x.numpy()
+            >>> a[0] = 5.0
+            >>> x
+            tensor([5., 2.])
+            >>> torch.ones(1, requires_grad=True).numpy()
+            Traceback (most recent call last):
+            ...
+            RuntimeError: Can't call numpy() on Tensor that requires grad...
+        """
         if self._requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
                                "tensor.detach().numpy() instead.")
@@ -261,6 +533,14 @@ class Tensor:
         return self._data if dtype is None else self._data.astype(dtype, copy=False)
 
     def item(self):
+        """The value of a one-element tensor as a Python number.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.tensor([2.5]).item(), torch.tensor(3).item()
+            (2.5, 3)
+        """
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted "
                                f"to Scalar")
@@ -270,6 +550,14 @@ class Tensor:
         return value
 
     def tolist(self):
+        """The values as (nested) Python lists of Python numbers.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.tensor([[1, 2], [3, 4]]).tolist()
+            [[1, 2], [3, 4]]
+        """
         if _trace.tracer is not None:
             _trace.tracer.break_graph("Tensor.tolist()")
         return self._data.tolist()

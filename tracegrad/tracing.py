@@ -33,6 +33,7 @@ import numpy as np
 
 from .compiler.ir import GraphBuilder
 from .errors import user_frame
+from .reachable import reachable_tensors
 from .tensor import Tensor
 from .trace_state import state
 
@@ -209,18 +210,23 @@ def _user_location() -> str | None:
 def trace(fn, args: tuple, kwargs: dict | None = None, name: str | None = None):
     """Run `fn(*args, **kwargs)` eagerly while recording it; returns `(Trace, result)`.
 
-    If `fn` raises, every tensor the trace had seen gets its value and `.grad` back.
+    If `fn` raises, every tensor the trace had seen gets its value and `.grad` back, and so
+    does the `.grad` of every tensor `fn` can reach (`optimizer.zero_grad()` drops them
+    before the trace sees the parameters).
     """
     kwargs = kwargs or {}
     tracer = Tracer(_identifier(name or getattr(fn, "__name__", "traced")))
     arguments = [(t, tracer.add_argument(t, path))
                  for path, t in named_arguments(fn, args, kwargs)]
+    grads = [(t, t._grad) for _, t in reachable_tensors(fn)]
     previous, state.tracer = state.tracer, tracer
     try:
         result = fn(*args, **kwargs)
     except BaseException:
         state.tracer = previous
         undo(tracer)
+        for tensor, grad in grads:
+            tensor._grad = grad
         raise
     state.tracer = previous
     return finish(tracer, arguments, result), result

@@ -15,7 +15,7 @@ import math
 
 from llvmlite import ir
 
-from ..ops.elementwise import _ERF_T, _ERF_U, _ERFC_P, _ERFC_Q, _ERFC_R, _ERFC_S
+from ..ops.elementwise import _ERF_T, _ERF_U, _ERFC_P, _ERFC_Q, _ERFC_R, _ERFC_S, ERF_FAR
 from .llvm_types import F32, F64, FAST, I32, I64, call1, call2, like
 
 # --- small helpers -------------------------------------------------------------------------
@@ -198,7 +198,8 @@ def erf(b, x):
     z = mul(b, x, x)
     small = b.fdiv(mul(b, x, horner(b, z, _ERF_T)), horner(b, z, _ERF_U))
     mid = b.fdiv(horner(b, a, _ERFC_P), horner(b, a, _ERFC_Q))
-    far = b.fdiv(horner(b, a, _ERFC_R), horner(b, a, _ERFC_S))
+    capped = call2(b, "minnum", a, like(x, ERF_FAR))
+    far = b.fdiv(horner(b, capped, _ERFC_R), horner(b, capped, _ERFC_S))
     erfc = mul(b, exp(b, b.fneg(z)), b.select(b.fcmp_ordered("<", a, like(x, 8.0)), mid, far))
     large = mul(b, sign(b, x), sub(b, like(x, 1.0), erfc))
     return b.select(b.fcmp_ordered("<=", a, like(x, 1.0)), small, large)

@@ -13,7 +13,18 @@ import numpy as np
 
 
 class DType:
-    """One element type: `tracegrad.float32` and friends."""
+    """One element type: `tracegrad.float32` (alias `float`), `float64` (`double`),
+    `int64` (`long`), `int32` (`int`) or `bool`; `tracegrad.dtype` is this class.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([1, 2])
+        >>> x.dtype, x.dtype.is_floating_point, x.dtype.itemsize
+        (tracegrad.int64, False, 8)
+        >>> torch.float is torch.float32, isinstance(torch.float64, torch.dtype)
+        (True, True)
+    """
 
     __slots__ = ("name", "numpy", "category", "itemsize", "is_floating_point")
 

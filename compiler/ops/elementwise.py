@@ -72,6 +72,9 @@ _ERFC_S = [1.0, 2.26052863220117276590E0, 9.39603524938001434673E0, 1.2048953980
            1.70814450747565897222E1, 9.60896809063285878198E0, 3.36907645100081516050E0]
 
 
+ERF_FAR = 64.0  # exp(-x²) is 0 past this: the ratio is taken here, so inf gives ±1, not nan
+
+
 @quiet
 def erf_kernel(x: np.ndarray) -> np.ndarray:
     """erf in float64 (a small-|x| series ratio, else 1 - erfc), cast back to x's dtype."""
@@ -80,7 +83,8 @@ def erf_kernel(x: np.ndarray) -> np.ndarray:
     z = v * v
     small = v * np.polyval(_ERF_T, z) / np.polyval(_ERF_U, z)
     mid = np.polyval(_ERFC_P, a) / np.polyval(_ERFC_Q, a)
-    far = np.polyval(_ERFC_R, a) / np.polyval(_ERFC_S, a)
+    capped = np.minimum(a, ERF_FAR)
+    far = np.polyval(_ERFC_R, capped) / np.polyval(_ERFC_S, capped)
     erfc = np.exp(-z) * np.where(a < 8.0, mid, far)
     large = np.sign(v) * (1.0 - erfc)
     return np.where(a <= 1.0, small, large).astype(x.dtype, copy=False)

@@ -144,7 +144,7 @@ def row_mean(x, axes):
 # --- softmax and log_softmax ---
 @lifted
 def _softmax_kernel(x, axis):
-    peak = np.max(x, axis=axis, keepdims=True)
+    peak = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # -inf: an empty row is fine
     if x.dtype.kind == "f" and np.all(np.abs(peak) < 64):
         # exp cannot overflow, and each row's largest term cannot underflow: the shift by
         # the maximum (a full pass) changes nothing but rounding, so it is skipped
@@ -157,7 +157,7 @@ def _softmax_kernel(x, axis):
 
 
 def _log_softmax_kernel(x, axis):
-    shifted = x - np.max(x, axis=axis, keepdims=True)
+    shifted = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
     shifted -= np.log(row_sum(np.exp(shifted), axis))
     return shifted
 

@@ -47,7 +47,21 @@ def _root_gradients(outputs, grad_outputs):
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
     """Accumulate the gradients of `tensors` into the leaves' `.grad`.
 
-    `inputs` restricts accumulation to those tensors (which may be non-leaves).
+    `grad_tensors` holds d(loss)/d(tensor) for each tensor (None for one-element ones);
+    `retain_graph`, `create_graph` as in `Tensor.backward`; `inputs` restricts
+    accumulation to those tensors (which may be non-leaves).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+        >>> torch.autograd.backward((x * x).sum())
+        >>> x.grad
+        tensor([2., 4.])
+        >>> x.grad = None
+        >>> torch.autograd.backward([x * 2, x * 3], [torch.ones(2), torch.ones(2)])
+        >>> x.grad
+        tensor([5., 5.])
     """
     outputs = _as_tuple(tensors)
     grads = _root_gradients(outputs, grad_tensors)

@@ -39,7 +39,20 @@ def creation_trace() -> list:
 
 
 class detect_anomaly:
-    """Context manager and decorator turning on anomaly detection for autograd."""
+    """Context manager and decorator turning on anomaly detection for autograd: a backward
+    that produces NaN or infinity raises, naming the forward operation and the line of
+    user code that made it (`check_nan=False` only records where ops were made).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> with torch.autograd.detect_anomaly():
+        ...     x = torch.zeros(1, requires_grad=True)
+        ...     x.sqrt().mul(0).backward()  # d sqrt(x)/dx at 0 is inf; inf * 0 is nan
+        Traceback (most recent call last):
+        ...
+        RuntimeError: Function 'SqrtBackward0' returned nan values in its 0th output...
+    """
 
     def __init__(self, check_nan: bool = True):
         self.check_nan = check_nan
@@ -64,7 +77,22 @@ class detect_anomaly:
 
 
 class set_detect_anomaly:
-    """Turn anomaly detection on or off, at once or for a `with` block."""
+    """Turn anomaly detection on or off, at once or for a `with` block.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.zeros(1, requires_grad=True)
+        >>> with torch.autograd.set_detect_anomaly(False):
+        ...     x.sqrt().mul(0).backward()  # the nan goes unnoticed
+        >>> x.grad
+        tensor([nan])
+        >>> with torch.autograd.set_detect_anomaly(True):
+        ...     x.sqrt().mul(0).backward()
+        Traceback (most recent call last):
+        ...
+        RuntimeError: Function 'SqrtBackward0' returned nan values in its 0th output...
+    """
 
     def __init__(self, mode: bool, check_nan: bool = True):
         self._saved = (state.on, state.check_nan)

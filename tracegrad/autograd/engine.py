@@ -22,7 +22,21 @@ from .graph import AccumulateGrad
 
 def run_backward(outputs, grad_outputs, retain_graph: bool, create_graph: bool,
                  inputs=None, accumulate: bool = True, allow_unused: bool = False):
-    """Backpropagate from `outputs`; accumulate into leaves or return grads of `inputs`."""
+    """Backpropagate from `outputs`; accumulate into leaves or return grads of `inputs`.
+
+    The engine's entry point, under `autograd.backward` and `autograd.grad`: one gradient
+    per output in `grad_outputs`; with `accumulate=False` the gradients of `inputs` are
+    returned (a list) instead of being accumulated into `.grad`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+        >>> y = (x * x).sum()
+        >>> torch.autograd.run_backward([y], [torch.tensor(1.0)], False, False, inputs=[x],
+        ...                             accumulate=False)
+        [tensor([2., 4.])]
+    """
     roots = [_edge_of(t, f"element {i} of tensors") for i, t in enumerate(outputs)]
     if _trace.tracer is not None:
         _trace.tracer.saw_backward = True

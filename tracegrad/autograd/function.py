@@ -36,10 +36,57 @@ LEAF_DIRTY = "a leaf Variable that requires grad has been used in an in-place op
 
 
 class FunctionCtx:
-    """What `forward` leaves for `backward`: saved tensors and flags."""
+    """What `forward` leaves for `backward`: saved tensors and flags
+    (`needs_input_grad`: which inputs need a gradient).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> class Mul(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, a, b):
+        ...         ctx.save_for_backward(a, b)
+        ...         return a * b
+        ...     @staticmethod
+        ...     def backward(ctx, grad):
+        ...         a, b = ctx.saved_tensors
+        ...         print(ctx.needs_input_grad)
+        ...         return grad * b, grad * a
+        >>> a = torch.tensor(2.0, requires_grad=True)
+        >>> Mul.apply(a, torch.tensor(5.0)).backward()
+        (True, False)
+        >>> a.grad
+        tensor(5.)
+    """
 
     def save_for_backward(self, *tensors) -> None:
-        """Keep tensors (or None) for backward; in-place changes to them are detected."""
+        """Keep tensors (or None) for backward; in-place changes to them are detected.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> class Cube(torch.autograd.Function):
+            ...     @staticmethod
+            ...     def forward(ctx, x):
+            ...         ctx.save_for_backward(x)
+            ...         return x ** 3
+            ...     @staticmethod
+            ...     def backward(ctx, grad):
+            ...         (x,) = ctx.saved_tensors
+            ...         return grad * 3 * x ** 2
+            >>> x = torch.tensor(2.0, requires_grad=True)
+            >>> Cube.apply(x).backward()
+            >>> x.grad
+            tensor(12.)
+            >>> h = x * 1
+            >>> y = Cube.apply(h)
+            >>> h.add_(1)  # changes a saved tensor
+            tensor(3., grad_fn=<AddBackward0>)
+            >>> y.backward()
+            Traceback (most recent call last):
+            ...
+            RuntimeError: one of the variables needed for gradient computation has been modified...
+        """
         for t in tensors:
             if t is not None and not isinstance(t, Tensor):
                 raise TypeError("save_for_backward can only save variables, but argument "
@@ -48,7 +95,31 @@ class FunctionCtx:
 
     @property
     def saved_tensors(self) -> tuple:
-        """What `save_for_backward` kept (raises once a backward pass freed it)."""
+        """What `save_for_backward` kept (raises once a backward pass freed it, or if a saved
+        tensor was changed in place since).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> class Square(torch.autograd.Function):
+            ...     @staticmethod
+            ...     def forward(ctx, x):
+            ...         ctx.save_for_backward(x)
+            ...         return x * x
+            ...     @staticmethod
+            ...     def backward(ctx, grad):
+            ...         (x,) = ctx.saved_tensors
+            ...         return 2 * x * grad
+            >>> x = torch.tensor(3.0, requires_grad=True)
+            >>> y = Square.apply(x)
+            >>> y.backward()
+            >>> x.grad
+            tensor(6.)
+            >>> y.backward()
+            Traceback (most recent call last):
+            ...
+            RuntimeError: Trying to backward through the graph a second time...
+        """
         if getattr(self, "_freed", False):
             raise RuntimeError(SAVED_TWICE)
         saved = getattr(self, "_saved", None)
@@ -62,15 +133,72 @@ class FunctionCtx:
         return tuple(tensor for tensor, _ in saved)
 
     def mark_non_differentiable(self, *tensors) -> None:
-        """These outputs get no gradient (e.g. indices); they do not require grad."""
+        """These outputs get no gradient (e.g. indices); they do not require grad.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> class DoubleAndPeak(torch.autograd.Function):
+            ...     @staticmethod
+            ...     def forward(ctx, x):
+            ...         peak = x.amax()
+            ...         ctx.mark_non_differentiable(peak)
+            ...         return x * 2, peak
+            ...     @staticmethod
+            ...     def backward(ctx, grad, grad_peak):
+            ...         return grad * 2
+            >>> y, peak = DoubleAndPeak.apply(torch.tensor([1.0, 3.0], requires_grad=True))
+            >>> y.requires_grad, peak.requires_grad
+            (True, False)
+        """
         self._non_differentiable = {id(t) for t in tensors}
 
     def mark_dirty(self, *tensors) -> None:
-        """These inputs were modified in place by `forward` (and are returned)."""
+        """These inputs were modified in place by `forward` (and are returned); they become
+        outputs of the node, and their version counters move on.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> class AddOne_(torch.autograd.Function):
+            ...     @staticmethod
+            ...     def forward(ctx, x):
+            ...         x.add_(1)
+            ...         ctx.mark_dirty(x)
+            ...         return x
+            ...     @staticmethod
+            ...     def backward(ctx, grad):
+            ...         return grad
+            >>> a = torch.ones(2, requires_grad=True)
+            >>> b = a * 1  # not a leaf: a leaf that requires grad cannot change in place
+            >>> c = AddOne_.apply(b)
+            >>> c, c is b
+            (tensor([2., 2.], grad_fn=<AddOne_Backward>), True)
+        """
         self._dirty = {id(t) for t in tensors}
 
     def set_materialize_grads(self, value: bool) -> None:
-        """With False, backward receives None (not zeros) for outputs that got no gradient."""
+        """With False, backward receives None (not zeros) for outputs that got no gradient.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> class TwoOutputs(torch.autograd.Function):
+            ...     @staticmethod
+            ...     def forward(ctx, x):
+            ...         ctx.set_materialize_grads(False)
+            ...         return x * 2, x * 3
+            ...     @staticmethod
+            ...     def backward(ctx, grad_a, grad_b):
+            ...         print(grad_b)
+            ...         return grad_a * 2
+            >>> x = torch.ones(1, requires_grad=True)
+            >>> a, b = TwoOutputs.apply(x)
+            >>> a.sum().backward()
+            None
+            >>> x.grad
+            tensor([2.])
+        """
         self.materialize_grads = bool(value)
 
 
@@ -144,7 +272,29 @@ class Function:
     """Base class of custom operations: static `forward(ctx, ...)` and `backward(ctx, ...)`.
 
     `forward` may instead take only the inputs, with a static `setup_context(ctx, inputs,
-    output)` filling in ctx (PyTorch 2's style).
+    output)` filling in ctx (PyTorch 2's style). Call the operation with `apply`; the node
+    is named after the class (`CubeBackward`), and `backward` may itself be differentiated
+    (under `create_graph=True`) when it is written with tensor operations.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> class Cube(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, x):
+        ...         ctx.save_for_backward(x)
+        ...         return x ** 3
+        ...     @staticmethod
+        ...     def backward(ctx, grad):
+        ...         (x,) = ctx.saved_tensors
+        ...         return grad * 3 * x ** 2
+        >>> x = torch.tensor(2.0, requires_grad=True)
+        >>> y = Cube.apply(x)
+        >>> y
+        tensor(8., grad_fn=<CubeBackward>)
+        >>> (dx,) = torch.autograd.grad(y, x, create_graph=True)
+        >>> dx, torch.autograd.grad(dx, x)[0]
+        (tensor(12., grad_fn=<MulBackward0>), tensor(12.))
     """
 
     _backward_cls: type = FunctionNode
@@ -156,18 +306,70 @@ class Function:
 
     @staticmethod
     def forward(ctx, *args, **kwargs):
-        """The outputs, computed without recording (override; a static method)."""
+        """The outputs, computed without recording (override; a static method).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> class Double(torch.autograd.Function):
+            ...     @staticmethod
+            ...     def forward(ctx, x):
+            ...         return x * 2
+            ...     @staticmethod
+            ...     def backward(ctx, grad):
+            ...         return grad * 2
+            >>> Double.apply(torch.tensor([1.0, 2.0], requires_grad=True))
+            tensor([2., 4.], grad_fn=<DoubleBackward>)
+        """
         raise NotImplementedError("You must implement the forward function for custom "
                                   "autograd.Function.")
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output):
-        """Fill in `ctx` from the inputs and output, when `forward` takes no ctx."""
+        """Fill in `ctx` from the inputs and output, when `forward` takes no ctx (override).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> class Square(torch.autograd.Function):
+            ...     @staticmethod
+            ...     def forward(x):
+            ...         return x * x
+            ...     @staticmethod
+            ...     def setup_context(ctx, inputs, output):
+            ...         ctx.save_for_backward(inputs[0])
+            ...     @staticmethod
+            ...     def backward(ctx, grad):
+            ...         (x,) = ctx.saved_tensors
+            ...         return 2 * x * grad
+            >>> x = torch.tensor(3.0, requires_grad=True)
+            >>> Square.apply(x).backward()
+            >>> x.grad
+            tensor(6.)
+        """
         raise NotImplementedError("setup_context is not implemented.")
 
     @staticmethod
     def backward(ctx, *grad_outputs):
-        """One gradient (or None) per forward input, given one per output (override)."""
+        """One gradient (or None) per forward input, given one per output (override; alias
+        `vjp`). A gradient may have the input's broadcast shape: it is summed back.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> class Scale(torch.autograd.Function):
+            ...     @staticmethod
+            ...     def forward(ctx, x, factor):
+            ...         ctx.factor = factor
+            ...         return x * factor
+            ...     @staticmethod
+            ...     def backward(ctx, grad):
+            ...         return grad * ctx.factor, None  # no gradient for the number
+            >>> x = torch.ones(2, requires_grad=True)
+            >>> Scale.apply(x, 3.0).sum().backward()
+            >>> x.grad
+            tensor([3., 3.])
+        """
         raise NotImplementedError("You must implement either the backward or vjp method for "
                                   "your custom autograd.Function to use it with backward "
                                   "mode AD.")
@@ -176,7 +378,28 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        """Run the operation on `args`; its outputs' `grad_fn` is a new backward node."""
+        """Run the operation on `args`; its outputs' `grad_fn` is a new backward node (when an
+        input requires grad and grad mode is on).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> class Exp(torch.autograd.Function):
+            ...     @staticmethod
+            ...     def forward(ctx, x):
+            ...         out = x.exp()
+            ...         ctx.save_for_backward(out)
+            ...         return out
+            ...     @staticmethod
+            ...     def backward(ctx, grad):
+            ...         (out,) = ctx.saved_tensors
+            ...         return grad * out
+            >>> y = Exp.apply(torch.tensor([0.0], requires_grad=True))
+            >>> y, y.grad_fn.name()
+            (tensor([1.], grad_fn=<ExpBackward>), 'ExpBackward')
+            >>> Exp.apply(torch.tensor([0.0]))  # nothing to record
+            tensor([1.])
+        """
         recording = grad_mode.state.enabled and any(
             isinstance(a, Tensor) and a._requires_grad for a in args)
         edges = tuple(a._edge() if recording and isinstance(a, Tensor) and a._requires_grad

@@ -27,10 +27,32 @@ state = _GradState()
 
 
 def is_grad_enabled() -> bool:
+    """Whether operations are being recorded for autograd (False inside `no_grad`).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.is_grad_enabled()
+        True
+        >>> with torch.no_grad():
+        ...     torch.is_grad_enabled()
+        False
+    """
     return state.enabled
 
 
 def is_inference_mode_enabled() -> bool:
+    """Whether an `inference_mode` block is active.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.is_inference_mode_enabled()
+        False
+        >>> with torch.inference_mode():
+        ...     torch.is_inference_mode_enabled()
+        True
+    """
     return state.inference
 
 
@@ -72,20 +94,63 @@ class _BareDecorator(_GradModeSwitch):
 
 
 class no_grad(_BareDecorator):
-    """Operations inside record nothing: results do not require grad."""
+    """Operations inside record nothing: results do not require grad. A context manager,
+    and a decorator (`@no_grad` or `@no_grad()`).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> with torch.no_grad():
+        ...     y = x * 2
+        >>> y.requires_grad
+        False
+        >>> @torch.no_grad()
+        ... def double(t):
+        ...     return t * 2
+        >>> double(x).requires_grad
+        False
+    """
 
     mode = False
 
 
 class enable_grad(_BareDecorator):
-    """Re-enables recording inside a `no_grad` block."""
+    """Re-enables recording inside a `no_grad` block (a context manager and a decorator).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> with torch.no_grad():
+        ...     with torch.enable_grad():
+        ...         y = x * 2
+        >>> y.requires_grad
+        True
+    """
 
     mode = True
 
 
 class set_grad_enabled(_GradModeSwitch):
     """Sets recording on or off: at once (like PyTorch's), for a `with` block, or per call
-    of a decorated function."""
+    of a decorated function.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> with torch.set_grad_enabled(False):
+        ...     y = x * 2
+        >>> y.requires_grad
+        False
+        >>> _ = torch.set_grad_enabled(False)  # from now on
+        >>> (x * 2).requires_grad
+        False
+        >>> _ = torch.set_grad_enabled(True)
+        >>> (x * 2).requires_grad
+        True
+    """
 
     def __init__(self, mode: bool):
         self.mode = bool(mode)
@@ -103,7 +168,18 @@ class set_grad_enabled(_GradModeSwitch):
 
 
 class inference_mode(_GradModeSwitch):
-    """Like `no_grad` (tensors made inside are never recorded), for pure inference."""
+    """Like `no_grad` (tensors made inside are never recorded), for pure inference; a
+    context manager and a decorator. `inference_mode(False)` leaves recording on.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> with torch.inference_mode():
+        ...     y = x * 2
+        >>> y.requires_grad
+        False
+    """
 
     def __init__(self, mode: bool = True):
         self.mode = not mode

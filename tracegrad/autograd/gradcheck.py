@@ -152,7 +152,18 @@ def gradcheck(func, inputs, *, eps: float = 1e-6, atol: float = 1e-5, rtol: floa
               fast_mode: bool = False, masked=None) -> bool:
     """True when every analytical Jacobian of `func` at `inputs` matches finite
     differences within `atol + rtol * |numerical|`; otherwise raises `GradcheckError`
-    (or returns False with `raise_exception=False`)."""
+    (or returns False with `raise_exception=False`). Use float64 inputs.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([0.5, 1.0], dtype=torch.float64, requires_grad=True)
+        >>> torch.autograd.gradcheck(lambda t: (t.sin() * t).sum(), (x,))
+        True
+        >>> wrong = lambda t: t.detach() * t  # drops the gradient of one factor
+        >>> torch.autograd.gradcheck(wrong, (x,), raise_exception=False)
+        False
+    """
     try:
         _gradcheck(func, _as_tuple(inputs), eps, atol, rtol, nondet_tol, check_grad_dtypes)
     except GradcheckError:
@@ -170,7 +181,15 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps: float = 1e-6, atol: f
                   check_rev_over_rev: bool = True, fast_mode: bool = False,
                   masked: bool = False) -> bool:
     """`gradcheck` of the function `(inputs, grad_outputs) -> vjp`, i.e. second derivatives
-    (random `grad_outputs` on [-1, 1] unless given)."""
+    (random `grad_outputs` on [-1, 1] unless given).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([0.5, 1.0], dtype=torch.float64, requires_grad=True)
+        >>> torch.autograd.gradgradcheck(lambda t: t ** 3, (x,))
+        True
+    """
     from ..random import rand
     from . import grad
 

@@ -30,7 +30,19 @@ state = _ProfilerState()
 
 @dataclass
 class FunctionEventAvg:
-    """The totals for one operation name (PyTorch's `key_averages()` rows)."""
+    """The totals for one operation name (PyTorch's `key_averages()` rows); times in
+    microseconds.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.ones(3, requires_grad=True)
+        >>> with torch.autograd.profiler.profile() as prof:
+        ...     (x * 2).sum().backward()
+        >>> row = prof.key_averages()[0]
+        >>> row.key, row.count, row.self_cpu_time_total <= row.cpu_time_total
+        ('mul', 2, True)
+    """
 
     key: str
     count: int = 0
@@ -39,13 +51,51 @@ class FunctionEventAvg:
 
     @property
     def cpu_time(self) -> float:
+        """The mean total time of one call, in microseconds.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> with torch.autograd.profiler.profile() as prof:
+            ...     y = torch.ones(2) * 2
+            >>> row = prof.key_averages()[0]
+            >>> row.cpu_time == row.cpu_time_total / row.count
+            True
+        """
         return self.cpu_time_total / max(self.count, 1)
 
 
 class EventList(list):
-    """Rows of `FunctionEventAvg`, printable as a table."""
+    """Rows of `FunctionEventAvg` (a list), printable as a table.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> with torch.autograd.profiler.profile() as prof:
+        ...     y = (torch.ones(2) * 2).sum()
+        >>> [(row.key, row.count) for row in prof.key_averages()]
+        [('mul', 1), ('sum', 1)]
+    """
 
     def table(self, sort_by: str | None = None, row_limit: int = 100) -> str:
+        """The rows as a text table like PyTorch's, sorted (descending) by the field `sort_by`
+        if given (e.g. "self_cpu_time_total" or "count"), at most `row_limit` of them.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> x = torch.ones(3, requires_grad=True)
+            >>> with torch.autograd.profiler.profile() as prof:
+            ...     (x * 2).sum().backward()
+            >>> print(prof.key_averages().table(sort_by="count", row_limit=2))  # doctest: +ELLIPSIS
+            ---...
+            Name   Self CPU %   Self CPU   CPU total   CPU time avg   # of Calls
+            ---...
+            mul   ...   2
+            sum   ...   1
+            ---...
+            Self CPU time total: ...
+        """
         rows = list(self)
         if sort_by:  # a FunctionEventAvg field, e.g. "self_cpu_time_total" or "count"
             rows.sort(key=lambda r: getattr(r, sort_by), reverse=True)
@@ -71,7 +121,21 @@ def _fmt_us(us: float) -> str:
 
 
 class profile:
-    """Collects ranges while active: `with profile() as prof: ...; prof.key_averages()`."""
+    """Collects ranges while active: `with profile() as prof: ...; prof.key_averages()`.
+
+    Forward ops are named after the primitive or function (`mul`, `softmax`), backward
+    ones after their node (`MulBackward0`). `enabled=False` records nothing; PyTorch's
+    other options are accepted and ignored.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.ones(3, requires_grad=True)
+        >>> with torch.autograd.profiler.profile() as prof:
+        ...     (x * 2).sum().backward()
+        >>> [row.key for row in prof.key_averages()]
+        ['mul', 'sum', 'reshape', 'expand', 'SumBackward0', 'MulBackward0']
+    """
 
     def __init__(self, enabled: bool = True, **_ignored_peer_options):
         self.enabled = enabled
@@ -90,9 +154,34 @@ class profile:
         return False
 
     def key_averages(self) -> EventList:
+        """One row of totals per operation name, in the order the names were first closed.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> with torch.autograd.profiler.profile() as prof:
+            ...     y = torch.ones(2).exp().exp()
+            >>> [(row.key, row.count) for row in prof.key_averages()]
+            [('exp', 2)]
+        """
         return EventList(self.totals.values())
 
     def table(self, **kwargs) -> str:
+        """`key_averages().table(**kwargs)` (also what printing the profile shows).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> with torch.autograd.profiler.profile() as prof:
+            ...     y = torch.ones(2).exp()
+            >>> print(prof.table())  # doctest: +ELLIPSIS
+            ---...
+            Name   Self CPU %   Self CPU   CPU total   CPU time avg   # of Calls
+            ---...
+            exp   100.00%   ...   1
+            ---...
+            Self CPU time total: ...
+        """
         return self.key_averages().table(**kwargs)
 
     def __str__(self) -> str:
@@ -101,7 +190,18 @@ class profile:
 
 @contextmanager
 def record_function(name: str):
-    """A named range: time spent inside is attributed to `name` (and nested ranges)."""
+    """A named range: time spent inside is attributed to `name` (its self time excludes
+    the ranges nested inside); does nothing outside a `profile`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> with torch.autograd.profiler.profile() as prof:
+        ...     with torch.autograd.profiler.record_function("my_block"):
+        ...         y = torch.ones(2) * 2
+        >>> [(row.key, row.count) for row in prof.key_averages()]
+        [('mul', 1), ('my_block', 1)]
+    """
     session = state.session
     if session is None:
         yield

@@ -19,6 +19,7 @@ import numpy as np
 from ..autograd import grad_mode
 from ..compiler import ops
 from ..eager import apply
+from ..errors import op_error
 from ..compiler.ops.residuals import forget
 from ..tensor import Tensor
 from ..trace_state import state as _trace
@@ -31,11 +32,12 @@ VIEW_OF_LEAF_IN_PLACE = ("a view of a leaf Variable that requires grad is being 
                          "in-place operation.")
 
 
-def commit_inplace(target: Tensor, compute, *, name: str | None = None, others=(), fast=None):
+def commit_inplace(target: Tensor, compute, *, name: str | None = None, others=(), fast=None,
+                   op: str = "copy_"):
     """Run `compute(old_target)` and write its result into `target`.
 
     `fast(data)`, when given, does the same directly on the NumPy array; it is used when
-    nothing needs recording.
+    nothing needs recording. `op` names the operation in errors.
     """
     recording = _grad.enabled and (target._requires_grad or any(
         isinstance(o, Tensor) and o._requires_grad for o in others))
@@ -43,7 +45,7 @@ def commit_inplace(target: Tensor, compute, *, name: str | None = None, others=(
     if recording:
         _check_may_modify(target)
     if not recording and fast is not None and tracer is None:
-        _write_checked(target, fast)
+        _write_checked(target, fast, op=op, others=others)
         target._version[0] += 1
         return target
     old = _snapshot(target) if recording or tracer is not None else target
@@ -53,7 +55,7 @@ def commit_inplace(target: Tensor, compute, *, name: str | None = None, others=(
 
         result = to_dtype(result, target.dtype)  # a recorded cast: the tensor keeps its dtype
     _write_checked(target, lambda data: np.copyto(data, result._data, casting="same_kind"),
-                   result)
+                   result, op, others)
     target._version[0] += 1
     if tracer is not None:  # the trace now knows `target` by its new value
         tracer.rebind(target, result)
@@ -65,6 +67,8 @@ def commit_inplace(target: Tensor, compute, *, name: str | None = None, others=(
         target.grad_fn, target._requires_grad = None, False
     if target._base is not None and (recording or tracer is not None):
         _rebase(target)
+    if recording or tracer is not None:
+        _refresh_views(target, recording)
     return target
 
 
@@ -115,14 +119,53 @@ def _rebase(view: Tensor) -> None:
         _rebase(base)
 
 
-def _write_checked(target: Tensor, write, result: Tensor | None = None) -> None:
-    """Run `write(target_data)`, turning NumPy's refusals into PyTorch's messages."""
+def _refresh_views(target: Tensor, recording: bool) -> None:
+    """After an in-place write to `target` (and through it to its bases), remake the
+    history and trace of every other view of that memory from its base: its values
+    changed with the write (PyTorch regenerates a view's grad_fn the same way).
+
+    >>> import tracegrad as torch
+    >>> x = torch.ones(3, requires_grad=True)
+    >>> t = x * 1.0; v = t[1:]; _ = t.mul_(2.0)
+    >>> v.sum().backward(); x.grad
+    tensor([0., 2., 2.])
+    """
+    written, root = {id(target)}, target
+    while root._base is not None:
+        root = root._base[0]
+        written.add(id(root))
+    _refresh_views_of(root, written, recording)
+
+
+def _refresh_views_of(base: Tensor, written: set, recording: bool) -> None:
+    for ref in base._views or ():
+        view = ref()
+        if view is None:
+            continue
+        if id(view) not in written and view._replay is not None:
+            prim, attrs = view._replay
+            new = apply(prim, (base,), attrs)
+            if _trace.tracer is not None:
+                _trace.tracer.rebind(view, new)
+            if recording:
+                view.grad_fn, view._requires_grad, view._output_nr = \
+                    new.grad_fn, new._requires_grad, 0
+        _refresh_views_of(view, written, recording)
+
+
+def _write_checked(target: Tensor, write, result: Tensor | None = None, op: str = "copy_",
+                   others=()) -> None:
+    """Run `write(target_data)`, turning NumPy's refusals into PyTorch's messages (and our
+    line naming `op`, its operands and the user's line). Nothing is written if it fails."""
+    operands = [target, *(o for o in others if isinstance(o, Tensor))]
     if result is not None and result.dtype.category > target.dtype.category:
-        raise RuntimeError(f"result type {_word(result.dtype)} can't be cast to the desired "
-                           f"output type {_word(target.dtype)}")
+        raise op_error(RuntimeError, op, f"result type {_word(result.dtype)} can't be cast to "
+                                         f"the desired output type {_word(target.dtype)}",
+                       operands)
     if result is not None and result._data.shape != target._data.shape:
-        raise RuntimeError(f"output with shape {list(target.shape)} doesn't match the "
-                           f"broadcast shape {list(result.shape)}")
+        raise op_error(RuntimeError, op, f"output with shape {list(target.shape)} doesn't "
+                                         f"match the broadcast shape {list(result.shape)}",
+                       operands)
     forget(target._data)  # values a kernel remembered for the old contents are stale
     data = target._data
     if target._base is None and not data.flags.writeable and not any(data.strides) and \
@@ -130,12 +173,17 @@ def _write_checked(target: Tensor, write, result: Tensor | None = None) -> None:
         target._data = np.array(data, copy=True)
     try:
         write(target._data)
-    except (TypeError, np.exceptions.UFuncTypeError) as exc:
-        raise RuntimeError(f"result type can't be cast to the desired output type "
-                           f"{_word(target.dtype)} ({exc})") from None
-    except ValueError as exc:
-        raise RuntimeError(f"in-place operation on a tensor of shape {list(target.shape)}: "
-                           f"{exc}") from None
+    except TypeError as exc:  # NumPy's UFuncTypeError is one
+        raise op_error(RuntimeError, op, f"result type can't be cast to the desired output "
+                                         f"type {_word(target.dtype)} ({exc})",
+                       operands) from None
+    except ValueError as exc:  # shapes that do not fit (NumPy checks before it writes)
+        try:
+            message = (f"output with shape {list(target.shape)} doesn't match the broadcast "
+                       f"shape {list(np.broadcast_shapes(*(t.shape for t in operands)))}")
+        except ValueError:
+            message = f"shape mismatch: {exc}"
+        raise op_error(RuntimeError, op, message, operands) from None
 
 
 def _word(dtype) -> str:
@@ -145,6 +193,53 @@ def _word(dtype) -> str:
 
 def _raw(x):
     return x._data if isinstance(x, Tensor) else x
+
+
+# The in-place methods' docstrings: one template, and per method an example: the tensor's
+# values, the call's arguments and what the call prints.
+_INPLACE_DOC = """In-place `{base}`: `x.{name}(...)` writes `x.{base}(...)` into `x`, returns `x`.
+
+    Recorded for autograd like `{base}`; a leaf that requires grad cannot change in place.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor({input})
+        >>> x.{name}({args})
+        {output}
+        >>> x
+        {output}
+    """
+_INPLACE_EXAMPLES = {
+    "add_": ("[1.0, 2.0]", "10", "tensor([11., 12.])"),
+    "sub_": ("[1.0, 2.0]", "torch.tensor([1.0, 1.0]), alpha=2", "tensor([-1.,  0.])"),
+    "mul_": ("[1.0, 2.0]", "3", "tensor([3., 6.])"),
+    "div_": ("[1.0, 2.0]", "4", "tensor([0.2500, 0.5000])"),
+    "pow_": ("[1.0, 2.0, 3.0]", "2", "tensor([1., 4., 9.])"),
+    "exp_": ("[0.0, 1.0]", "", "tensor([1.0000, 2.7183])"),
+    "log_": ("[1.0, 2.0]", "", "tensor([0.0000, 0.6931])"),
+    "log1p_": ("[0.0, 1.0]", "", "tensor([0.0000, 0.6931])"),
+    "sqrt_": ("[4.0, 9.0]", "", "tensor([2., 3.])"),
+    "sin_": ("[0.0, 1.0]", "", "tensor([0.0000, 0.8415])"),
+    "cos_": ("[0.0, 1.0]", "", "tensor([1.0000, 0.5403])"),
+    "tanh_": ("[0.0, 1.0]", "", "tensor([0.0000, 0.7616])"),
+    "sigmoid_": ("[0.0, 1.0]", "", "tensor([0.5000, 0.7311])"),
+    "relu_": ("[-1.0, 2.0]", "", "tensor([0., 2.])"),
+    "abs_": ("[-1.5, 2.0]", "", "tensor([1.5000, 2.0000])"),
+    "neg_": ("[1.0, -2.0]", "", "tensor([-1.,  2.])"),
+    "clamp_": ("[-2.0, 0.5, 3.0]", "min=0.0, max=1.0", "tensor([0.0000, 0.5000, 1.0000])"),
+    "masked_fill_": ("[1.0, 2.0]", "torch.tensor([True, False]), 0.0", "tensor([0., 2.])"),
+    "reciprocal_": ("[2.0, 4.0]", "", "tensor([0.5000, 0.2500])"),
+    "square_": ("[-2.0, 3.0]", "", "tensor([4., 9.])"),
+}
+
+
+def _inplace_doc(name: str) -> str | None:
+    if name not in _INPLACE_EXAMPLES:
+        return None
+    values, args, printed = _INPLACE_EXAMPLES[name]
+    return _INPLACE_DOC.format(name=name, base=name[:-1], input=values, args=args,
+                               output=printed)
 
 
 def arithmetic_inplace(fn, ufunc):
@@ -158,11 +253,12 @@ def arithmetic_inplace(fn, ufunc):
         if ufunc is np.true_divide and not self.dtype.is_floating_point:
             raise RuntimeError(f"result type Float can't be cast to the desired output type "
                                f"{_word(self.dtype)}")
-        return commit_inplace(self, lambda old: fn(old, other), others=(other,),
+        return commit_inplace(self, lambda old: fn(old, other), others=(other,), op=op_name,
                               fast=lambda data: ufunc(data, _raw(other), out=data,
                                                       casting="same_kind"))
 
-    op_.__name__ = fn.__name__ + "_"
+    op_name = op_.__name__ = fn.__name__ + "_"
+    op_.__doc__ = _inplace_doc(op_.__name__)
     return op_
 
 
@@ -175,14 +271,32 @@ def function_inplace(fn, name=None):
                               name=name)
 
     op_.__name__ = fn.__name__ + "_"
+    op_.__doc__ = _inplace_doc(op_.__name__)
     return op_
 
 
 def zero_(self):
+    """Fill with zeros, in place; returns the tensor.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([1.0, 2.0])
+        >>> x.zero_()
+        tensor([0., 0.])
+    """
     return _fill(self, 0, "ZeroBackward0")
 
 
 def fill_(self, value):
+    """Fill with `value` (a number or a 0-d tensor), in place; returns the tensor.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.empty(3).fill_(2.5)
+        tensor([2.5000, 2.5000, 2.5000])
+    """
     # PyTorch's node names tell a Python number (2) from a 0-d tensor (3) value
     return _fill(self, _raw(value), "FillBackward3" if isinstance(value, Tensor) else
                  "FillBackward2")
@@ -196,6 +310,16 @@ def _fill(self, value, name: str):
 
 
 def copy_(self, src, non_blocking=False):
+    """Copy `src`'s values (broadcast, cast to this tensor's dtype) into this tensor.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.zeros(2, 2)
+        >>> x.copy_(torch.tensor([1, 2]))
+        tensor([[1., 2.],
+                [1., 2.]])
+    """
     from .shaping import expand
 
     src = src if isinstance(src, Tensor) else Tensor._wrap(np.asarray(src), self.dtype)

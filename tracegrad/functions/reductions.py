@@ -36,6 +36,21 @@ def _one_of(name: str, dim_given: bool) -> str:
 
 
 def sum(input, dim=None, keepdim: bool = False, *, dtype=None):
+    """The sum of all elements, or over `dim` (an int or a tuple), keeping it as size 1 with
+    `keepdim`; bool and int32 tensors sum as int64, as in PyTorch.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+        >>> torch.sum(x)
+        tensor(10.)
+        >>> x.sum(dim=1, keepdim=True)
+        tensor([[3.],
+                [7.]])
+        >>> torch.tensor([True, True, False]).sum()
+        tensor(2)
+    """
     if dtype is not None:
         input = input.to(dtype)
     elif input.dtype in _INTEGRAL_TO_INT64:
@@ -48,6 +63,16 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None):
 
 @composite("mean", lambda input, dim=None, *a, **k: _one_of("Mean", dim is not None))
 def mean(input, dim=None, keepdim: bool = False, *, dtype=None):
+    """The mean of all elements, or over `dim` (an int or a tuple); floating-point inputs
+    only, as in PyTorch.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+        >>> torch.mean(x), x.mean(dim=0)
+        (tensor(2.5000), tensor([2., 3.]))
+    """
     if dtype is not None:
         input = input.to(dtype)
     if not input.dtype.is_floating_point:
@@ -70,6 +95,16 @@ def _correction(unbiased, correction) -> float:
 
 @composite("var")  # VarBackward0 with or without dim, as in PyTorch
 def var(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+    """The variance over all elements or `dim`, dividing by `n - correction` (default 1,
+    Bessel's; `unbiased=False` means 0).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+        >>> torch.var(x), x.var(correction=0)
+        (tensor(1.6667), tensor(1.2500))
+    """
     axes = _axes(input, dim, "var")
     count = math.prod(input.shape[a] for a in axes)
     centred = input - mean(input, axes, keepdim=True)
@@ -80,11 +115,30 @@ def var(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=Non
 
 @composite("std")  # StdBackward0 with or without dim, as in PyTorch
 def std(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+    """The standard deviation: the square root of `var` (same arguments).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+        >>> torch.std(x), x.std(correction=0)
+        (tensor(1.2910), tensor(1.1180))
+    """
     return sqrt(var(input, dim, unbiased, keepdim, correction=correction))
 
 
 @composite("norm", backward_name="LinalgVectorNormBackward0")  # PyTorch's name for every p
 def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None):
+    """The vector `p`-norm of all elements or over `dim`: `p` is "fro" or 2 (Euclidean),
+    1, `inf`, `-inf`, 0 (count of nonzeros) or any other number.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([3.0, -4.0])
+        >>> torch.norm(x), x.norm(p=1), x.norm(p=float("inf"))
+        (tensor(5.), tensor(7.), tensor(4.))
+    """
     if dtype is not None:
         input = input.to(dtype)
     axes = _axes(input, dim, "norm")
@@ -106,6 +160,16 @@ def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None):
 
 @composite("logsumexp")
 def logsumexp(input, dim, keepdim: bool = False):
+    """`log(sum(exp(input)))` over `dim`, computed without overflow.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.logsumexp(torch.tensor([0.0, 0.0]), dim=0)
+        tensor(0.6931)
+        >>> torch.tensor([1000.0, 1000.0]).logsumexp(0)
+        tensor(1000.6932)
+    """
     axes = _axes(input, dim, "logsumexp")
     peak = amax(input, axes, keepdim=True).detach()
     # an infinite peak would give inf - inf = nan; shifting by 0 there is exact
@@ -115,14 +179,42 @@ def logsumexp(input, dim, keepdim: bool = False):
 
 
 def amax(input, dim=(), keepdim: bool = False):
+    """The largest value over `dim` (all dimensions by default); ties share the gradient.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([[1.0, 5.0], [3.0, 2.0]])
+        >>> torch.amax(x), torch.amax(x, dim=0)
+        (tensor(5.), tensor([3., 5.]))
+    """
     return apply(ops.amax, (input,), {"axes": _axes(input, dim, "amax"), "keepdims": keepdim})
 
 
 def amin(input, dim=(), keepdim: bool = False):
+    """The smallest value over `dim` (all dimensions by default); ties share the gradient.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([[1.0, 5.0], [3.0, 2.0]])
+        >>> torch.amin(x), torch.amin(x, dim=0)
+        (tensor(1.), tensor([1., 2.]))
+    """
     return apply(ops.amin, (input,), {"axes": _axes(input, dim, "amin"), "keepdims": keepdim})
 
 
 def prod(input, dim=None, keepdim: bool = False, *, dtype=None):
+    """The product of all elements, or over one `dim`; bool and int32 give int64.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.prod(torch.tensor([1.0, 2.0, 3.0]))
+        tensor(6.)
+        >>> torch.tensor([[1, 2], [3, 4]]).prod(dim=1)
+        tensor([ 2, 12])
+    """
     if dtype is not None:
         input = input.to(dtype)
     elif input.dtype in _INTEGRAL_TO_INT64:
@@ -134,21 +226,66 @@ def prod(input, dim=None, keepdim: bool = False, *, dtype=None):
 
 
 def argmax(input, dim=None, keepdim: bool = False):
+    """The index of the largest value (in the flattened tensor, or along `dim`), as int64.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([[1.0, 5.0], [3.0, 2.0]])
+        >>> torch.argmax(x), x.argmax(dim=0)
+        (tensor(1), tensor([1, 0]))
+    """
     axis = None if dim is None else normalize_axis(dim, input.ndim, "argmax")
     return apply(ops.argmax, (input,), {"axis": axis, "keepdims": keepdim})
 
 
 def argmin(input, dim=None, keepdim: bool = False):
+    """The index of the smallest value (in the flattened tensor, or along `dim`), as int64.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([[1.0, 5.0], [3.0, 2.0]])
+        >>> torch.argmin(x), x.argmin(dim=0)
+        (tensor(0), tensor([0, 1]))
+    """
     axis = None if dim is None else normalize_axis(dim, input.ndim, "argmin")
     return apply(ops.argmin, (input,), {"axis": axis, "keepdims": keepdim})
 
 
 def max(input, dim=None, keepdim: bool = False, *, out=None):
-    """`max(x)`: the largest value; `max(x, dim)`: (values, indices); `max(x, y)`: maximum."""
+    """`max(x)`: the largest value; `max(x, dim)`: a named tuple (values, indices) along
+    `dim`; `max(x, y)`: `maximum(x, y)`. The gradient goes to the chosen elements.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([[1.0, 5.0], [3.0, 2.0]])
+        >>> torch.max(x)
+        tensor(5.)
+        >>> values, indices = torch.max(x, dim=1)
+        >>> values, indices
+        (tensor([5., 3.]), tensor([1, 0]))
+        >>> x.max(torch.tensor(4.0))
+        tensor([[4., 5.],
+                [4., 4.]])
+    """
     return _extreme(input, dim, keepdim, amax, argmax, maximum, "Max")
 
 
 def min(input, dim=None, keepdim: bool = False, *, out=None):
+    """`min(x)`: the smallest value; `min(x, dim)`: a named tuple (values, indices) along
+    `dim`; `min(x, y)`: `minimum(x, y)`. The gradient goes to the chosen elements.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> x = torch.tensor([[1.0, 5.0], [3.0, 2.0]])
+        >>> torch.min(x)
+        tensor(1.)
+        >>> x.min(dim=1).indices
+        tensor([0, 1])
+    """
     return _extreme(input, dim, keepdim, amin, argmin, minimum, "Min")
 
 
@@ -170,12 +307,40 @@ def _extreme(input, dim, keepdim, whole, arg, pairwise, word):
 
 
 def all(input, dim=None, keepdim: bool = False):
+    """Whether every element (over `dim`, if given) is nonzero, as a bool tensor.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.all(torch.tensor([True, False]))
+        tensor(False)
+        >>> torch.tensor([[1, 0], [1, 1]]).all(dim=1)
+        tensor([False,  True])
+    """
     return amin(input.to(ops.bool_), () if dim is None else dim, keepdim)
 
 
 def any(input, dim=None, keepdim: bool = False):
+    """Whether some element (over `dim`, if given) is nonzero, as a bool tensor.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.any(torch.tensor([True, False]))
+        tensor(True)
+        >>> torch.tensor([[0, 0], [1, 0]]).any(dim=1)
+        tensor([False,  True])
+    """
     return amax(input.to(ops.bool_), () if dim is None else dim, keepdim)
 
 
 def count_nonzero(input, dim=None):
+    """How many elements (over `dim`, if given) are nonzero, as int64.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.count_nonzero(torch.tensor([0, 1, 2, 0]))
+        tensor(2)
+    """
     return sum(input != 0, dim)

@@ -20,6 +20,7 @@ import numpy as np
 from ..compiler import ops
 from ..compiler.ops import int64
 from ..eager import apply
+from ..errors import not_a_tensor, op_error
 from ..functions.linalg import matmul
 from ..functions.naming import composite
 from ..functions.normalization import layer_norm, log_softmax, softmax
@@ -27,6 +28,7 @@ from ..functions.pointwise import gelu, relu, sigmoid, silu, softplus, tanh, whe
 from ..functions.reductions import mean, sum
 from ..random import bernoulli
 from ..tensor import Tensor
+from ..trace_state import state as _trace
 
 __all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "leaky_relu",
            "linear", "log_softmax", "mse_loss", "nll_loss", "normalize", "one_hot", "relu",
@@ -42,6 +44,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     >>> linear(torch.ones(1, 2), torch.ones(3, 2), torch.zeros(3))
     tensor([[2., 2., 2.]])
     """
+    if not isinstance(input, Tensor):
+        raise not_a_tensor("linear", "input", 1, input, [weight])
     out = matmul(input, weight.t())
     if bias is not None:
         # the add primitive directly when no promotion is needed (the hot path)
@@ -58,7 +62,19 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def dropout(input: Tensor, p: float = 0.5, training: bool = True,
             inplace: bool = False) -> Tensor:
-    """Zero each element with probability `p`, scale the rest by `1 / (1 - p)`."""
+    """Zero each element with probability `p`, scale the rest by `1 / (1 - p)`; the identity
+    unless `training`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> import tracegrad.nn.functional as F
+        >>> F.dropout(torch.ones(3), p=0.5, training=False)
+        tensor([1., 1., 1.])
+        >>> _ = torch.manual_seed(0)
+        >>> sorted(set(F.dropout(torch.ones(8), p=0.5).tolist()))
+        [0.0, 2.0]
+    """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
@@ -93,7 +109,17 @@ def _legacy_reduction(size_average, reduce, reduction: str) -> str:
 @composite("mse_loss")
 def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,
              reduction: str = "mean", weight=None) -> Tensor:
-    """Mean (or sum, or none) of the squared differences."""
+    """Mean (or with `reduction`, sum or none) of the squared differences.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> import tracegrad.nn.functional as F
+        >>> F.mse_loss(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0]))
+        tensor(5.)
+        >>> F.mse_loss(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0]), reduction="sum")
+        tensor(10.)
+    """
     if tuple(target.shape) != tuple(input.shape):
         warnings.warn(f"Using a target size ({_size(target.shape)}) that is different to the "
                       f"input size ({_size(input.shape)}). This will likely lead to incorrect "
@@ -111,23 +137,39 @@ def _class_dim(input: Tensor) -> int:
     return 0 if input.ndim == 1 else 1
 
 
-def _check_targets(input: Tensor, target: Tensor, ignore_index: int) -> None:
+def _check_tensors(op: str, input, target) -> None:
+    if not isinstance(input, Tensor):
+        raise not_a_tensor(op, "input", 1, input, [target])
+    if not isinstance(target, Tensor):
+        raise not_a_tensor(op, "target", 2, target, [input])
+
+
+def _check_targets(input: Tensor, target: Tensor, ignore_index: int, op: str) -> None:
     """PyTorch's checks of class-index targets: batch sizes agree, indices in range."""
+    _check_tensors(op, input, target)
     if target.dtype.is_floating_point:
-        raise RuntimeError(f"expected scalar type Long but found {target.dtype.name}")
+        raise op_error(RuntimeError, op, f"expected scalar type Long but found "
+                                         f"{target.dtype.name}", (input, target))
     batch_ok = (input.ndim == 1 and target.ndim == 0) or (
         input.ndim >= 2 and target.ndim == input.ndim - 1
         and target._data.shape[0] == input._data.shape[0]
         and target._data.shape[1:] == input._data.shape[2:])
     if not batch_ok:
-        raise ValueError(f"Expected input batch_size ({input.shape[0] if input.ndim > 1 else 1})"
-                         f" to match target batch_size "
-                         f"({target.shape[0] if target.ndim else 1}).")
+        raise op_error(ValueError, op, f"Expected input batch_size "
+                                       f"({input.shape[0] if input.ndim > 1 else 1}) to match "
+                                       f"target batch_size "
+                                       f"({target.shape[0] if target.ndim else 1}).",
+                       (input, target))
     data, classes = target._data, input._data.shape[_class_dim(input)]
+    if _trace.tracer is not None and data.size:  # the test becomes a value guard: a compiled
+        in_range = ((target >= 0) & (target < classes)) | (target == ignore_index)  # call
+        if bool(in_range.all()):  # with a target out of range then runs eagerly, and raises
+            return
     if data.size and (data.min() < 0 or data.max() >= classes):
         bad = (data != ignore_index) & ((data < 0) | (data >= classes))
         if bad.any():
-            raise IndexError(f"Target {int(data[bad].flat[0])} is out of bounds.")
+            raise op_error(IndexError, op, f"Target {int(data[bad].flat[0])} is out of bounds.",
+                           (input, target))
 
 
 def _pick(input: Tensor, target: Tensor) -> Tensor:
@@ -153,10 +195,15 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_a
     >>> nll_loss(torch.tensor([[-1.0, -2.0], [-3.0, -4.0]]), torch.tensor([1, -100]))
     tensor(2.)
     """
-    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return _nll_loss(input, target, weight, ignore_index,
+                     _legacy_reduction(size_average, reduce, reduction), "nll_loss")
+
+
+def _nll_loss(input, target, weight, ignore_index: int, reduction: str, op: str) -> Tensor:
+    """`nll_loss`, its errors naming `op` (the function the user called)."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{reduction} is not a valid value for reduction")
-    _check_targets(input, target, ignore_index)
+    _check_targets(input, target, ignore_index, op)
     kept = target != ignore_index
     safe = where(kept, target, 0)  # ignored targets may be out of range: read class 0
     # the weight of each target's class, 0 where ignored
@@ -169,20 +216,46 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_a
     return sum(likelihood) / -sum(scale)
 
 
+# nll_loss as cross_entropy calls it: the same node name, errors that say "cross_entropy"
+_nll_loss_in_cross_entropy = composite("nll_loss", _nll_name)(_nll_loss)
+
+
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
                   size_average=None, ignore_index: int = -100, reduce=None,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """`nll_loss(log_softmax(input))` for class indices; `-(target * log_softmax).sum()` for
-    class probabilities (a floating-point target of the input's shape)."""
+    class probabilities (a floating-point target of the input's shape). The class
+    dimension is 1 (0 for unbatched input); `label_smoothing` mixes in a uniform target.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> import tracegrad.nn.functional as F
+        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+        >>> F.cross_entropy(logits, torch.tensor([0, 1]))
+        tensor(0.1269)
+        >>> F.cross_entropy(logits, torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
+        tensor(0.6269)
+        >>> F.cross_entropy(logits, torch.tensor([0, 1]), label_smoothing=0.2)
+        tensor(0.3269)
+    """
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: "
                            f"{label_smoothing}")
+    _check_tensors("cross_entropy", input, target)
+    if target.dtype.is_floating_point:  # class probabilities, of the input's shape
+        if tuple(target.shape) != tuple(input.shape):
+            raise op_error(RuntimeError, "cross_entropy", f"Expected target size "
+                                                          f"{list(input.shape)}, got "
+                                                          f"{list(target.shape)}",
+                           (input, target))
+        return _cross_entropy_probabilities(log_softmax(input, _class_dim(input)), target,
+                                            weight, reduction, label_smoothing)
     dim = _class_dim(input)
     logp = log_softmax(input, dim)
-    if target.dtype.is_floating_point:
-        return _cross_entropy_probabilities(logp, target, weight, reduction, label_smoothing)
-    loss = nll_loss(logp, target, weight, ignore_index=ignore_index, reduction=reduction)
+    loss = _nll_loss_in_cross_entropy(logp, target, weight, ignore_index, reduction,
+                                      "cross_entropy")
     if label_smoothing == 0.0:
         return loss
     # PyTorch's label smoothing: mix in the loss against the uniform distribution
@@ -211,9 +284,6 @@ def _along(weight: Tensor, dim: int, ndim: int) -> Tensor:
 
 
 def _cross_entropy_probabilities(logp, target, weight, reduction, label_smoothing):
-    if tuple(target.shape) != tuple(logp.shape):
-        raise RuntimeError(f"Expected target size {list(logp.shape)}, got "
-                           f"{list(target.shape)}")
     dim = _class_dim(logp)
     classes = logp.shape[dim]
     if label_smoothing > 0.0:
@@ -237,11 +307,22 @@ def _cross_entropy_probabilities(logp, target, weight, reduction, label_smoothin
 def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
               max_norm=None, norm_type: float = 2.0, scale_grad_by_freq: bool = False,
               sparse: bool = False) -> Tensor:
-    """Rows of `weight` picked by the integer tensor `input`; no gradient to `padding_idx`."""
+    """Rows of `weight` picked by the integer tensor `input`; no gradient to `padding_idx`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> import tracegrad.nn.functional as F
+        >>> weight = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+        >>> F.embedding(torch.tensor([2, 0]), weight)
+        tensor([[2., 2.],
+                [0., 0.]])
+    """
     if input.dtype.is_floating_point:
-        raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the "
-                           "following scalar types: Long, Int; but got torch.FloatTensor "
-                           "instead (while checking arguments for embedding)")
+        raise op_error(RuntimeError, "embedding", "Expected tensor for argument #1 'indices' to "
+                       "have one of the following scalar types: Long, Int; but got "
+                       "torch.FloatTensor instead (while checking arguments for embedding)",
+                       (input, weight))
     if max_norm is not None:
         _renormalize_(weight, input, max_norm, norm_type)
     rows = weight[input]
@@ -284,12 +365,28 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
-    """`x` where positive, `negative_slope * x` elsewhere."""
+    """`x` where positive, `negative_slope * x` elsewhere.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> import tracegrad.nn.functional as F
+        >>> F.leaky_relu(torch.tensor([-2.0, 3.0]), 0.1)
+        tensor([-0.2000,  3.0000])
+    """
     return where(input > 0, input, input * negative_slope)
 
 
 def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
-    """`input` divided by its `p`-norm along `dim` (at least `eps`)."""
+    """`input` divided by its `p`-norm along `dim` (at least `eps`).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> import tracegrad.nn.functional as F
+        >>> F.normalize(torch.tensor([[3.0, 4.0]]))
+        tensor([[0.6000, 0.8000]])
+    """
     from ..functions.pointwise import clamp
 
     return input / clamp(input.norm(p, dim, keepdim=True), min=eps)

@@ -19,7 +19,16 @@ from ..tensor import Tensor
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
-    """The recommended scale of the weights in front of `nonlinearity`."""
+    """The recommended scale of the weights in front of `nonlinearity`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.init.calculate_gain("relu")
+        1.4142135623730951
+        >>> torch.nn.init.calculate_gain("leaky_relu", 0.2)
+        1.3867504905630728
+    """
     linear_like = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
                    "conv_transpose2d", "conv_transpose3d", "sigmoid")
     if nonlinearity in linear_like:
@@ -57,13 +66,31 @@ def _calculate_correct_fan(tensor: Tensor, mode: str) -> int:
 
 
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator=None) -> Tensor:
-    """Fill with values uniform on [a, b)."""
+    """Fill with values uniform on [a, b), in place, without recording; returns the tensor.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> w = torch.nn.init.uniform_(torch.empty(100), -0.1, 0.1)
+        >>> bool((w.abs() <= 0.1).all())
+        True
+    """
     with no_grad():
         return tensor.uniform_(a, b, generator=generator)
 
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator=None) -> Tensor:
-    """Fill with normal values of the given mean and standard deviation."""
+    """Fill with normal values of the given mean and standard deviation, in place, without
+    recording; returns the tensor.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> _ = torch.manual_seed(0)
+        >>> w = torch.nn.init.normal_(torch.empty(10000), mean=1.0, std=0.1)
+        >>> round(w.mean().item(), 1), round(w.std().item(), 1)
+        (1.0, 0.1)
+    """
     with no_grad():
         return tensor.normal_(mean, std, generator=generator)
 
@@ -80,20 +107,42 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
 
 
 def zeros_(tensor: Tensor) -> Tensor:
-    """Fill with zeros."""
+    """Fill with zeros, in place, without recording; returns the tensor.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.init.zeros_(torch.empty(2))
+        tensor([0., 0.])
+    """
     with no_grad():
         return tensor.zero_()
 
 
 def ones_(tensor: Tensor) -> Tensor:
-    """Fill with ones."""
+    """Fill with ones, in place, without recording; returns the tensor.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.init.ones_(torch.empty(2))
+        tensor([1., 1.])
+    """
     return constant_(tensor, 1.0)
 
 
 def kaiming_uniform_(tensor: Tensor, a: float = 0, mode: str = "fan_in",
                      nonlinearity: str = "leaky_relu", generator=None) -> Tensor:
-    """Normal with standard deviation gain / sqrt(fan) (He et al., 2015)."""
-    """Uniform on ±gain·sqrt(3 / fan) (He et al., 2015)."""
+    """Fill with values uniform on ±gain·sqrt(3 / fan) (He et al., 2015): the gain of
+    `nonlinearity` (with negative slope `a`), the fan of `mode` ("fan_in" or "fan_out").
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> w = torch.nn.init.kaiming_uniform_(torch.empty(3, 6), nonlinearity="relu")
+        >>> bool((w.abs() <= 1.0).all())  # sqrt(2) * sqrt(3 / 6) = 1
+        True
+    """
     if 0 in tensor.shape:
         return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(_calculate_correct_fan(tensor, mode))
@@ -103,6 +152,17 @@ def kaiming_uniform_(tensor: Tensor, a: float = 0, mode: str = "fan_in",
 
 def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in",
                     nonlinearity: str = "leaky_relu", generator=None) -> Tensor:
+    """Fill with normal values of standard deviation gain / sqrt(fan) (He et al., 2015);
+    `a`, `mode` and `nonlinearity` as in `kaiming_uniform_`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> _ = torch.manual_seed(0)
+        >>> w = torch.nn.init.kaiming_normal_(torch.empty(200, 200), nonlinearity="relu")
+        >>> round(w.std().item(), 2)  # sqrt(2) / sqrt(200)
+        0.1
+    """
     if 0 in tensor.shape:
         return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(_calculate_correct_fan(tensor, mode))
@@ -110,13 +170,31 @@ def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in",
 
 
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator=None) -> Tensor:
-    """Uniform on ±gain·sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio, 2010)."""
+    """Fill with values uniform on ±gain·sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio, 2010).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> w = torch.nn.init.xavier_uniform_(torch.empty(2, 4))
+        >>> bool((w.abs() <= 1.0).all())  # sqrt(6 / (4 + 2)) = 1
+        True
+    """
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     bound = math.sqrt(3.0) * gain * math.sqrt(2.0 / float(fan_in + fan_out))
     return uniform_(tensor, -bound, bound, generator)
 
 
 def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator=None) -> Tensor:
-    """Normal with standard deviation gain * sqrt(2 / (fan_in + fan_out))."""
+    """Fill with normal values of standard deviation gain * sqrt(2 / (fan_in + fan_out))
+    (Glorot and Bengio, 2010).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> _ = torch.manual_seed(0)
+        >>> w = torch.nn.init.xavier_normal_(torch.empty(200, 200))
+        >>> round(w.std().item(), 2)  # sqrt(2 / 400)
+        0.07
+    """
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / float(fan_in + fan_out)), generator)

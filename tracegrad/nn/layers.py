@@ -22,7 +22,14 @@ from .parameter import Parameter
 
 
 class Identity(Module):
-    """Returns its input."""
+    """Returns its input (arguments to the constructor are ignored).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.Identity()(torch.tensor([1.0, 2.0]))
+        tensor([1., 2.])
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__()
@@ -32,7 +39,18 @@ class Identity(Module):
 
 
 class Linear(Module):
-    """`y = x @ weight.T + bias`; weight and bias uniform on ±1/sqrt(in_features)."""
+    """`y = x @ weight.T + bias`, with `weight` of shape (out_features, in_features); weight
+    and bias uniform on ±1/sqrt(in_features), PyTorch's initialisation.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> fc = torch.nn.Linear(3, 2)
+        >>> fc
+        Linear(in_features=3, out_features=2, bias=True)
+        >>> fc.weight.shape, fc(torch.ones(4, 3)).shape
+        (tracegrad.Size([2, 3]), tracegrad.Size([4, 2]))
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
                  dtype=None):
@@ -47,6 +65,16 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Draw weight and bias anew, uniform on ±1/sqrt(in_features).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> fc = torch.nn.Linear(4, 2)
+            >>> fc.reset_parameters()
+            >>> bool((fc.weight.abs() <= 0.5).all()), bool((fc.bias.abs() <= 0.5).all())
+            (True, True)
+        """
         # kaiming_uniform_ with a = sqrt(5) gives the bound 1 / sqrt(fan_in), PyTorch's default
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
@@ -63,7 +91,20 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """A lookup table: row `i` of `weight` for index `i`; weight standard normal."""
+    """A lookup table: row `i` of `weight` for index `i`; weight standard normal. The row
+    `padding_idx` starts at zero and gets no gradient.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> emb = torch.nn.Embedding(10, 3, padding_idx=0)
+        >>> emb
+        Embedding(10, 3, padding_idx=0)
+        >>> emb(torch.tensor([[0, 2], [4, 0]])).shape
+        tracegrad.Size([2, 2, 3])
+        >>> emb(torch.tensor([0])).tolist()
+        [[0.0, 0.0, 0.0]]
+    """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  max_norm: float | None = None, norm_type: float = 2.0,
@@ -92,6 +133,16 @@ class Embedding(Module):
             self.weight = Parameter(_weight, requires_grad=not _freeze)
 
     def reset_parameters(self) -> None:
+        """Draw the weight anew from the standard normal; the padding row becomes zero.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> emb = torch.nn.Embedding(3, 2, padding_idx=1)
+            >>> emb.reset_parameters()
+            >>> emb.weight[1].tolist()
+            [0.0, 0.0]
+        """
         init.normal_(self.weight)
         if self.padding_idx is not None:
             with no_grad():
@@ -104,7 +155,17 @@ class Embedding(Module):
     @classmethod
     def from_pretrained(cls, embeddings: Tensor, freeze: bool = True,
                         padding_idx: int | None = None, **kwargs) -> Embedding:
-        """An embedding whose table is `embeddings` (frozen unless `freeze=False`)."""
+        """An embedding whose table is `embeddings` (frozen unless `freeze=False`).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> emb = torch.nn.Embedding.from_pretrained(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+            >>> emb(torch.tensor([1]))
+            tensor([[3., 4.]])
+            >>> emb.weight.requires_grad
+            False
+        """
         rows, cols = embeddings.shape
         return cls(rows, cols, padding_idx, _weight=embeddings, _freeze=freeze, **kwargs)
 
@@ -124,7 +185,16 @@ class Embedding(Module):
 
 
 class LayerNorm(Module):
-    """Normalises over the trailing `normalized_shape`; weight ones, bias zeros."""
+    """Normalises over the trailing `normalized_shape` (see `functional.layer_norm`), then
+    scales and shifts by the learned weight (ones at first) and bias (zeros).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> ln = torch.nn.LayerNorm(3)
+        >>> ln(torch.tensor([[1.0, 2.0, 3.0]]))
+        tensor([[-1.2247,  0.0000,  1.2247]], grad_fn=<NativeLayerNormBackward0>)
+    """
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
                  bias: bool = True, device=None, dtype=None):
@@ -146,6 +216,20 @@ class LayerNorm(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Set the weight to ones and the bias to zeros.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> ln = torch.nn.LayerNorm(2)
+            >>> torch.nn.init.zeros_(ln.weight)
+            Parameter containing:
+            tensor([0., 0.], requires_grad=True)
+            >>> ln.reset_parameters()
+            >>> ln.weight
+            Parameter containing:
+            tensor([1., 1.], requires_grad=True)
+        """
         if self.elementwise_affine:
             init.ones_(self.weight)
             if self.bias is not None:
@@ -160,7 +244,18 @@ class LayerNorm(Module):
 
 
 class Dropout(Module):
-    """Zeroes elements with probability `p` in training mode; the identity in eval mode."""
+    """Zeroes elements with probability `p` in training mode; the identity in eval mode.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> _ = torch.manual_seed(0)
+        >>> drop = torch.nn.Dropout(p=0.5)
+        >>> sorted(set(drop(torch.ones(8)).tolist()))  # survivors scaled by 1 / (1 - p)
+        [0.0, 2.0]
+        >>> drop.eval()(torch.ones(3))
+        tensor([1., 1., 1.])
+    """
 
     def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
@@ -177,7 +272,14 @@ class Dropout(Module):
 
 
 class Flatten(Module):
-    """Flattens dimensions `start_dim` to `end_dim` (by default all but the batch)."""
+    """Flattens dimensions `start_dim` to `end_dim` (by default all but the batch).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.Flatten()(torch.zeros(2, 3, 4)).shape
+        tracegrad.Size([2, 12])
+    """
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()
@@ -211,7 +313,16 @@ class ReLU(Module):
 
 
 class GELU(Module):
-    """`x * Phi(x)`, exactly (`approximate="none"`) or with the tanh formula."""
+    """`x * Phi(x)`, exactly (`approximate="none"`) or with the tanh formula.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.GELU()(torch.tensor([0.0, 1.0]))
+        tensor([0.0000, 0.8413])
+        >>> torch.nn.GELU(approximate="tanh")
+        GELU(approximate='tanh')
+    """
 
     def __init__(self, approximate: str = "none"):
         super().__init__()
@@ -225,21 +336,42 @@ class GELU(Module):
 
 
 class Tanh(Module):
-    """The hyperbolic tangent, elementwise."""
+    """The hyperbolic tangent, elementwise.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.Tanh()(torch.tensor([0.0, 1.0]))
+        tensor([0.0000, 0.7616])
+    """
 
     def forward(self, input: Tensor) -> Tensor:
         return F.tanh(input)
 
 
 class Sigmoid(Module):
-    """`1 / (1 + exp(-x))`, elementwise."""
+    """`1 / (1 + exp(-x))`, elementwise.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.Sigmoid()(torch.tensor([0.0, 1.0]))
+        tensor([0.5000, 0.7311])
+    """
 
     def forward(self, input: Tensor) -> Tensor:
         return F.sigmoid(input)
 
 
 class SiLU(Module):
-    """`x * sigmoid(x)` (swish), elementwise."""
+    """`x * sigmoid(x)` (swish), elementwise.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.SiLU()(torch.tensor([0.0, 1.0]))
+        tensor([0.0000, 0.7311])
+    """
 
     def __init__(self, inplace: bool = False):
         super().__init__()
@@ -253,7 +385,16 @@ class SiLU(Module):
 
 
 class Softplus(Module):
-    """`log(1 + exp(beta * x)) / beta`; the identity above `threshold`."""
+    """`log(1 + exp(beta * x)) / beta`; the identity above `threshold`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.Softplus()(torch.tensor([0.0]))
+        tensor([0.6931])
+        >>> torch.nn.Softplus(beta=2.0)
+        Softplus(beta=2.0, threshold=20.0)
+    """
 
     def __init__(self, beta: float = 1.0, threshold: float = 20.0):
         super().__init__()
@@ -268,7 +409,14 @@ class Softplus(Module):
 
 
 class Softmax(Module):
-    """Softmax along `dim`: positive values that sum to one."""
+    """Softmax along `dim`: positive values that sum to one.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.Softmax(dim=1)(torch.tensor([[1.0, 1.0]]))
+        tensor([[0.5000, 0.5000]])
+    """
 
     def __init__(self, dim: int | None = None):
         super().__init__()
@@ -282,7 +430,14 @@ class Softmax(Module):
 
 
 class LogSoftmax(Softmax):
-    """The logarithm of softmax along `dim`, computed stably."""
+    """The logarithm of softmax along `dim`, computed stably.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> torch.nn.LogSoftmax(dim=1)(torch.tensor([[1.0, 1.0]]))
+        tensor([[-0.6931, -0.6931]])
+    """
 
     def forward(self, input: Tensor) -> Tensor:
         return F.log_softmax(input, self.dim)

@@ -27,7 +27,17 @@ class _WeightedLoss(_Loss):
 
 
 class MSELoss(_Loss):
-    """Mean squared error (`reduction`: "mean", "sum" or "none")."""
+    """Mean squared error (`reduction`: "mean", "sum" or "none").
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> loss = torch.nn.MSELoss()
+        >>> loss(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0]))
+        tensor(5.)
+        >>> torch.nn.MSELoss(reduction="none")(torch.tensor([1.0, 3.0]), torch.zeros(2))
+        tensor([1., 9.])
+    """
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.mse_loss(input, target, reduction=self.reduction)
@@ -53,7 +63,18 @@ class NLLLoss(_WeightedLoss):
 
 class CrossEntropyLoss(_WeightedLoss):
     """Cross-entropy of logits against class indices or class probabilities, with class
-    `weight`, `ignore_index` and `label_smoothing` (see `functional.cross_entropy`)."""
+    `weight`, `ignore_index` and `label_smoothing` (see `functional.cross_entropy`).
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> loss = torch.nn.CrossEntropyLoss()
+        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]], requires_grad=True)
+        >>> loss(logits, torch.tensor([0, 1]))
+        tensor(0.1269, grad_fn=<NllLossBackward0>)
+        >>> torch.nn.CrossEntropyLoss(reduction="none")(logits, torch.tensor([0, 0]))
+        tensor([0.1269, 2.1269], grad_fn=<NllLossBackward0>)
+    """
 
     def __init__(self, weight: Tensor | None = None, size_average=None,
                  ignore_index: int = -100, reduce=None, reduction: str = "mean",

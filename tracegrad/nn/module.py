@@ -54,7 +54,30 @@ class _RemovableHandle:
 
 
 class Module:
-    """Base class of every layer and model: subclass it and define `forward`."""
+    """Base class of every layer and model: subclass it and define `forward`.
+
+    Assigning a `Parameter` or a `Module` to an attribute registers it; calling the module
+    runs its forward hooks and `forward`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> class TwoLayer(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.hidden = torch.nn.Linear(2, 3)
+        ...         self.out = torch.nn.Linear(3, 1)
+        ...     def forward(self, x):
+        ...         return self.out(self.hidden(x).relu())
+        >>> net = TwoLayer()
+        >>> net
+        TwoLayer(
+          (hidden): Linear(in_features=2, out_features=3, bias=True)
+          (out): Linear(in_features=3, out_features=1, bias=True)
+        )
+        >>> net(torch.ones(4, 2)).shape
+        tracegrad.Size([4, 1])
+    """
 
     training: bool
 
@@ -71,7 +94,17 @@ class Module:
         state["_forward_pre_hooks"] = {}
 
     def forward(self, *args, **kwargs):
-        """The computation: override it; call the module (`module(x)`), not `forward`."""
+        """The computation: override it; call the module (`module(x)`), not `forward`.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> class Scale(torch.nn.Module):
+            ...     def forward(self, x):
+            ...         return 2 * x
+            >>> Scale()(torch.tensor([1.0, 2.0]))
+            tensor([2., 4.])
+        """
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required '
                                   f'"forward" function')
 
@@ -92,11 +125,32 @@ class Module:
         return output
 
     def register_forward_hook(self, hook: Callable) -> _RemovableHandle:
-        """`hook(module, args, output)` runs after `forward`; may return a new output."""
+        """`hook(module, args, output)` runs after `forward`; may return a new output.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Identity()
+            >>> handle = net.register_forward_hook(lambda module, args, output: output + 1)
+            >>> net(torch.zeros(2))
+            tensor([1., 1.])
+            >>> handle.remove()
+            >>> net(torch.zeros(2))
+            tensor([0., 0.])
+        """
         return self._add_hook(self._forward_hooks, hook)
 
     def register_forward_pre_hook(self, hook: Callable) -> _RemovableHandle:
-        """`hook(module, args)` runs before `forward`; may return new arguments."""
+        """`hook(module, args)` runs before `forward`; may return new arguments.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Identity()
+            >>> _ = net.register_forward_pre_hook(lambda module, args: (args[0] * 10,))
+            >>> net(torch.ones(2))
+            tensor([10., 10.])
+        """
         return self._add_hook(self._forward_pre_hooks, hook)
 
     def _add_hook(self, hooks: dict, hook: Callable) -> _RemovableHandle:
@@ -163,7 +217,16 @@ class Module:
                       | set(self._modules))
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
-        """Add a parameter (or None, a declared but absent one) under `name`."""
+        """Add a parameter (or None, a declared but absent one) under `name`.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> m = torch.nn.Module()
+            >>> m.register_parameter("scale", torch.nn.Parameter(torch.ones(1)))
+            >>> [name for name, _ in m.named_parameters()]
+            ['scale']
+        """
         if "_parameters" not in self.__dict__:
             raise AttributeError("cannot assign parameter before Module.__init__() call")
         _check_name(name, "parameter", self)
@@ -178,7 +241,16 @@ class Module:
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
-        """A tensor that belongs to the module's state but is not trained (e.g. statistics)."""
+        """A tensor that belongs to the module's state but is not trained (e.g. statistics).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> m = torch.nn.Module()
+            >>> m.register_buffer("running_mean", torch.zeros(2))
+            >>> m.running_mean, list(m.state_dict()), list(m.parameters())
+            (tensor([0., 0.]), ['running_mean'], [])
+        """
         if "_buffers" not in self.__dict__:
             raise AttributeError("cannot assign buffer before Module.__init__() call")
         _check_name(name, "buffer", self)
@@ -191,7 +263,18 @@ class Module:
             self._non_persistent_buffers_set.add(name)
 
     def add_module(self, name: str, module: Module | None) -> None:
-        """Add a child module under `name` (as assigning the attribute does)."""
+        """Add a child module under `name` (as assigning the attribute does).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Sequential()
+            >>> net.add_module("act", torch.nn.ReLU())
+            >>> net
+            Sequential(
+              (act): ReLU()
+            )
+        """
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{_describe(module)} is not a Module subclass")
         _check_name(name, "module", self)
@@ -200,7 +283,15 @@ class Module:
     register_module = add_module
 
     def get_submodule(self, target: str) -> Module:
-        """The descendant at the dotted path `target` (e.g. `"0.linear"`)."""
+        """The descendant at the dotted path `target` (e.g. `"0.linear"`).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+            >>> net.get_submodule("0.0")
+            Linear(in_features=2, out_features=2, bias=True)
+        """
         module = self
         for part in target.split(".") if target else ():
             if part not in module._modules:
@@ -211,7 +302,15 @@ class Module:
     # --- iteration ---
     def named_modules(self, memo: set | None = None, prefix: str = "",
                       remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
-        """(dotted name, module) for this module and every descendant, depth first."""
+        """(dotted name, module) for this module and every descendant, depth first.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+            >>> [name for name, _ in net.named_modules()]
+            ['', '0', '1']
+        """
         memo = set() if memo is None else memo
         if remove_duplicate and self in memo:
             return
@@ -224,12 +323,28 @@ class Module:
                 yield from module.named_modules(memo, sub, remove_duplicate)
 
     def modules(self) -> Iterator[Module]:
-        """This module and every descendant, each once."""
+        """This module and every descendant, each once.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+            >>> [type(m).__name__ for m in net.modules()]
+            ['Sequential', 'Linear', 'ReLU']
+        """
         for _, module in self.named_modules():
             yield module
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
-        """(name, module) for the direct children, in registration order."""
+        """(name, module) for the direct children, in registration order.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+            >>> [(name, type(m).__name__) for name, m in net.named_children()]
+            [('0', 'Linear'), ('1', 'ReLU')]
+        """
         seen = set()
         for name, module in self._modules.items():
             if module is not None and module not in seen:
@@ -237,7 +352,15 @@ class Module:
                 yield name, module
 
     def children(self) -> Iterator[Module]:
-        """The direct children, in registration order."""
+        """The direct children, in registration order.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+            >>> list(net.children())
+            [Linear(in_features=2, out_features=3, bias=True), ReLU()]
+        """
         for _, module in self.named_children():
             yield module
 
@@ -265,23 +388,59 @@ class Module:
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         """The parameters (of the descendants too, unless `recurse=False`), e.g. for an
-        optimizer."""
+        optimizer; shared parameters once.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Linear(2, 3)
+            >>> [p.shape for p in net.parameters()]
+            [tracegrad.Size([3, 2]), tracegrad.Size([3])]
+            >>> sum(p.numel() for p in net.parameters())
+            9
+        """
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
     def named_buffers(self, prefix: str = "", recurse: bool = True,
                       remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
-        """(dotted name, buffer), in registration order."""
+        """(dotted name, buffer), in registration order.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Sequential(torch.nn.Module())
+            >>> net[0].register_buffer("count", torch.tensor(0))
+            >>> [name for name, _ in net.named_buffers()]
+            ['0.count']
+        """
         return self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
-        """The buffers (persistent or not)."""
+        """The buffers (persistent or not).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> m = torch.nn.Module()
+            >>> m.register_buffer("mask", torch.ones(2), persistent=False)
+            >>> list(m.buffers()), list(m.state_dict())
+            ([tensor([1., 1.])], [])
+        """
         for _, buffer in self.named_buffers(recurse=recurse):
             yield buffer
 
     # --- state ---
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False):
-        """Parameters and persistent buffers by dotted name (detached, sharing memory)."""
+        """Parameters and persistent buffers by dotted name (detached, sharing memory).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Sequential(torch.nn.Linear(2, 1))
+            >>> {name: t.shape for name, t in net.state_dict().items()}
+            {'0.weight': tracegrad.Size([1, 2]), '0.bias': tracegrad.Size([1])}
+        """
         destination = OrderedDict() if destination is None else destination
         for name, param in self._parameters.items():
             if param is not None:
@@ -296,14 +455,36 @@ class Module:
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Copy `state_dict`'s tensors into this module's parameters and buffers; with
-        `strict`, missing or unexpected keys are errors, otherwise they are returned."""
+        `strict`, missing or unexpected keys are errors, otherwise they are returned.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+            >>> b.load_state_dict(a.state_dict())
+            <All keys matched successfully>
+            >>> torch.equal(a.weight, b.weight)
+            True
+            >>> b.load_state_dict({"weight": torch.zeros(1, 2)}, strict=False)
+            _IncompatibleKeys(missing_keys=['bias'], unexpected_keys=[])
+        """
         from .state_loading import load_state_dict
 
         return load_state_dict(self, state_dict, strict, assign)
 
     # --- modes and conversions ---
     def train(self, mode: bool = True) -> Module:
-        """Set training mode (`mode=True`) or evaluation mode on every submodule."""
+        """Set training mode (`mode=True`) or evaluation mode on every submodule.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Sequential(torch.nn.Dropout())
+            >>> net.train(False)[0].training
+            False
+            >>> net.train()[0].training
+            True
+        """
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")  # noqa: TRY004 (PyTorch's)
         for module in self.modules():
@@ -311,17 +492,48 @@ class Module:
         return self
 
     def eval(self) -> Module:
-        """Evaluation mode: `train(False)` (dropout becomes the identity)."""
+        """Evaluation mode: `train(False)` (dropout becomes the identity).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> drop = torch.nn.Dropout(p=0.5).eval()
+            >>> drop.training, drop(torch.ones(3))
+            (False, tensor([1., 1., 1.]))
+        """
         return self.train(False)
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
-        """Turn gradient recording for every parameter on or off (e.g. to freeze)."""
+        """Turn gradient recording for every parameter on or off (e.g. to freeze).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Linear(2, 1).requires_grad_(False)
+            >>> [p.requires_grad for p in net.parameters()]
+            [False, False]
+        """
         for p in self.parameters():
             p.requires_grad_(requires_grad)
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Forget the parameters' gradients: `.grad = None`, or zeros in place."""
+        """Forget the parameters' gradients: `.grad = None`, or zeros in place.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Linear(2, 1)
+            >>> net(torch.ones(1, 2)).sum().backward()
+            >>> net.bias.grad
+            tensor([1.])
+            >>> net.zero_grad(set_to_none=False)
+            >>> net.bias.grad
+            tensor([0.])
+            >>> net.zero_grad()
+            >>> print(net.bias.grad)
+            None
+        """
         for p in self.parameters():
             if p._grad is None:
                 continue
@@ -332,7 +544,20 @@ class Module:
                 p._grad.zero_()
 
     def apply(self, fn: Callable[[Module], None]) -> Module:
-        """Call `fn` on every submodule (children first) and on self, e.g. to initialise."""
+        """Call `fn` on every submodule (children first) and on self, e.g. to initialise.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> def init(m):
+            ...     if isinstance(m, torch.nn.Linear):
+            ...         torch.nn.init.zeros_(m.weight)
+            >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()).apply(init)
+            >>> net[0].weight
+            Parameter containing:
+            tensor([[0., 0.],
+                    [0., 0.]], requires_grad=True)
+        """
         for module in self.children():
             module.apply(fn)
         fn(self)
@@ -353,7 +578,15 @@ class Module:
         return self
 
     def to(self, *args, **kwargs) -> Module:
-        """`to(dtype)`, `to(tensor)` or `to("cpu")`: floating-point state cast to `dtype`."""
+        """`to(dtype)`, `to(tensor)` or `to("cpu")`: floating-point state cast to `dtype`.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Linear(2, 1).to(torch.float64)
+            >>> net.weight.dtype, net.to("cpu") is net
+            (tracegrad.float64, True)
+        """
         dtype = kwargs.get("dtype")
         for a in args:
             if isinstance(a, DType):
@@ -368,20 +601,59 @@ class Module:
         return self._apply(lambda t: t.to(dtype) if t.is_floating_point() else t)
 
     def float(self) -> Module:
-        """Floating-point parameters and buffers as float32."""
+        """Floating-point parameters and buffers as float32.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Linear(2, 1).double().float()
+            >>> net.weight.dtype
+            tracegrad.float32
+        """
         return self.to(float32)
 
     def double(self) -> Module:
-        """Floating-point parameters and buffers as float64."""
+        """Floating-point parameters and buffers as float64.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Linear(2, 1).double()
+            >>> net.weight.dtype, net.bias.dtype
+            (tracegrad.float64, tracegrad.float64)
+        """
         return self.to(float64)
 
     def cpu(self) -> Module:
-        """The module itself: everything lives in host memory."""
+        """The module itself: everything lives in host memory.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> net = torch.nn.Linear(2, 1)
+            >>> net.cpu() is net
+            True
+        """
         return self
 
     # --- printing ---
     def extra_repr(self) -> str:
-        """The text between this module's parentheses (override to describe settings)."""
+        """The text between this module's parentheses (override to describe settings).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> torch.nn.Linear(2, 3).extra_repr()
+            'in_features=2, out_features=3, bias=True'
+            >>> class Scale(torch.nn.Module):
+            ...     def __init__(self, factor):
+            ...         super().__init__()
+            ...         self.factor = factor
+            ...     def extra_repr(self):
+            ...         return f"factor={self.factor}"
+            >>> Scale(2.0)
+            Scale(factor=2.0)
+        """
         return ""
 
     def _get_name(self) -> str:

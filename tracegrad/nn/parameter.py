@@ -16,7 +16,19 @@ from ..tensor import Tensor
 
 
 class Parameter(Tensor):
-    """A leaf tensor that requires grad (by default) and that modules collect."""
+    """A leaf tensor that requires grad (by default) and that modules collect; it shares
+    memory with `data`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> p = torch.nn.Parameter(torch.ones(2))
+        >>> p
+        Parameter containing:
+        tensor([1., 1.], requires_grad=True)
+        >>> p.is_leaf, torch.nn.Parameter(torch.ones(1), requires_grad=False).requires_grad
+        (True, False)
+    """
 
     def __new__(cls, data: Tensor | None = None, requires_grad: bool = True):
         if data is None:

@@ -59,6 +59,19 @@ class Adam(Optimizer):
     """Steps of `lr` along the bias-corrected ratio of the gradient's running mean to the
     root of its running mean square (Kingma and Ba, 2015); `weight_decay` adds
     `weight_decay * p` to the gradient, `amsgrad` divides by the largest mean square yet.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+        >>> opt = torch.optim.Adam([w], lr=0.1)
+        >>> (w * w).sum().backward()
+        >>> opt.step()
+        >>> w  # the first step moves each element by lr
+        Parameter containing:
+        tensor([ 0.9000, -0.9000], requires_grad=True)
+        >>> sorted(opt.state[w])
+        ['exp_avg', 'exp_avg_sq', 'step']
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -116,7 +129,19 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay: `param *= 1 - lr * weight_decay` before the step."""
+    """Adam with decoupled weight decay: `param *= 1 - lr * weight_decay` before the step.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> opt = torch.optim.AdamW([w], lr=0.1, weight_decay=0.01)
+        >>> (w * w).sum().backward()
+        >>> opt.step()
+        >>> w  # 1 * (1 - 0.1 * 0.01) - 0.1
+        Parameter containing:
+        tensor([0.8990], requires_grad=True)
+    """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,

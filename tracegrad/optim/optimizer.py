@@ -46,7 +46,19 @@ TENSOR_MATH = SimpleNamespace(sqrt=sqrt, maximum=maximum, copy=clone)
 
 
 class Optimizer:
-    """Base class: holds `param_groups` (dicts of hyperparameters and `params`) and `state`."""
+    """Base class: holds `param_groups` (dicts of hyperparameters and `params`) and `state`.
+
+    `params` is an iterable of tensors, or of dicts each with its own `params` and any
+    hyperparameters that differ from the defaults.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> w, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.zeros(1))
+        >>> opt = torch.optim.SGD([{"params": [w]}, {"params": [b], "lr": 0.01}], lr=0.1)
+        >>> [group["lr"] for group in opt.param_groups], opt.defaults["lr"]
+        ([0.1, 0.01], 0.1)
+    """
 
     def __init__(self, params, defaults: dict):
         self.defaults = defaults
@@ -64,7 +76,17 @@ class Optimizer:
             self.add_param_group(group)
 
     def add_param_group(self, param_group: dict) -> None:
-        """Add a group of parameters with its own hyperparameters (the rest from defaults)."""
+        """Add a group of parameters with its own hyperparameters (the rest from defaults).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> a, b = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
+            >>> opt = torch.optim.SGD([a], lr=0.1, momentum=0.9)
+            >>> opt.add_param_group({"params": [b], "lr": 0.01})
+            >>> [(g["lr"], g["momentum"]) for g in opt.param_groups]
+            [(0.1, 0.9), (0.01, 0.9)]
+        """
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         params = param_group["params"]
@@ -93,7 +115,21 @@ class Optimizer:
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Forget the gradients of every parameter: `.grad = None`, or zeros in place."""
+        """Forget the gradients of every parameter: `.grad = None`, or zeros in place.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> w = torch.nn.Parameter(torch.ones(2))
+            >>> opt = torch.optim.SGD([w], lr=0.1)
+            >>> (w * 3).sum().backward()
+            >>> opt.zero_grad(set_to_none=False)
+            >>> w.grad
+            tensor([0., 0.])
+            >>> opt.zero_grad()
+            >>> print(w.grad)
+            None
+        """
         for group in self.param_groups:
             for p in group["params"]:
                 if p._grad is None:
@@ -106,7 +142,27 @@ class Optimizer:
                     p._grad.zero_()
 
     def step(self, closure=None):
-        """Update every parameter that has a gradient; `closure()` recomputes the loss."""
+        """Update every parameter that has a gradient; `closure()`, if given, recomputes the
+        loss (with gradients) first, and `step` returns it.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+            >>> opt = torch.optim.SGD([w], lr=0.1)
+            >>> (w * w).sum().backward()
+            >>> opt.step()
+            >>> w
+            Parameter containing:
+            tensor([0.8000, 1.6000], requires_grad=True)
+            >>> def closure():
+            ...     opt.zero_grad()
+            ...     loss = (w * w).sum()
+            ...     loss.backward()
+            ...     return loss
+            >>> opt.step(closure)
+            tensor(3.2000, grad_fn=<SumBackward0>)
+        """
         loss = None
         if closure is not None:
             with enable_grad():
@@ -125,7 +181,23 @@ class Optimizer:
 
     # --- state_dict ---
     def state_dict(self) -> dict:
-        """`{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}`."""
+        """The optimizer's hyperparameters and state, with parameters named by their position
+        across the groups (PyTorch's format):
+        `{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}`.
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> w = torch.nn.Parameter(torch.ones(1))
+            >>> opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+            >>> (w * 2).sum().backward()
+            >>> opt.step()
+            >>> saved = opt.state_dict()
+            >>> saved["state"]
+            {0: {'momentum_buffer': tensor([2.])}}
+            >>> saved["param_groups"][0]["params"], saved["param_groups"][0]["momentum"]
+            ([0], 0.9)
+        """
         index: dict[int, int] = {}
         groups = []
         for group in self.param_groups:
@@ -139,7 +211,20 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore hyperparameters and state saved by `state_dict` (copies the tensors)."""
+        """Restore hyperparameters and state saved by `state_dict` (copies the tensors).
+
+        Example::
+
+            >>> import tracegrad as torch
+            >>> w = torch.nn.Parameter(torch.ones(1))
+            >>> opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+            >>> (w * 2).sum().backward()
+            >>> opt.step()
+            >>> other = torch.optim.SGD([w], lr=0.5, momentum=0.5)
+            >>> other.load_state_dict(opt.state_dict())
+            >>> other.param_groups[0]["lr"], other.state[w]["momentum_buffer"]
+            (0.1, tensor([2.]))
+        """
         saved_groups = copy.deepcopy(state_dict["param_groups"])
         if len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")

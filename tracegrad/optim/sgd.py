@@ -49,6 +49,20 @@ def sgd_rule(math, param, grad, buf, *, lr, momentum, dampening, nesterov, weigh
 class SGD(Optimizer):
     """`p -= lr * g`, where g is the gradient plus `weight_decay * p`, or its momentum
     average (`buf = momentum * buf + (1 - dampening) * g`; Nesterov: `g + momentum * buf`).
+    `maximize` ascends instead.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> opt = torch.optim.SGD([w], lr=0.1, momentum=0.9, nesterov=True)
+        >>> for _ in range(2):
+        ...     opt.zero_grad()
+        ...     (w * w).sum().backward()
+        ...     opt.step()
+        >>> w
+        Parameter containing:
+        tensor([0.2224], requires_grad=True)
     """
 
     def __init__(self, params, lr=1e-3, momentum: float = 0, dampening: float = 0,

@@ -31,7 +31,19 @@ def _gradients(parameters) -> list:
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
                     error_if_nonfinite: bool = False, foreach=None) -> Tensor:
     """Scale the gradients in place so that their total `norm_type`-norm is at most
-    `max_norm`; returns the total norm before clipping (as PyTorch does)."""
+    `max_norm`; returns the total norm before clipping (as PyTorch does). Alias
+    `clip_grad_norm`.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> w.grad = torch.tensor([3.0, 4.0])
+        >>> torch.nn.utils.clip_grad_norm_([w], max_norm=1.0)
+        tensor(5.)
+        >>> w.grad
+        tensor([0.6000, 0.8000])
+    """
     grads = _gradients(parameters)
     max_norm, norm_type = float(max_norm), float(norm_type)
     if not grads:
@@ -53,7 +65,17 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
 
 @no_grad()
 def clip_grad_value_(parameters, clip_value: float, foreach=None) -> None:
-    """Clamp every gradient element into `[-clip_value, clip_value]`, in place."""
+    """Clamp every gradient element into `[-clip_value, clip_value]`, in place.
+
+    Example::
+
+        >>> import tracegrad as torch
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> w.grad = torch.tensor([-3.0, 0.5])
+        >>> torch.nn.utils.clip_grad_value_([w], clip_value=1.0)
+        >>> w.grad
+        tensor([-1.0000,  0.5000])
+    """
     clip_value = float(clip_value)
     for g in _gradients(parameters):
         g.clamp_(min=-clip_value, max=clip_value)

@@ -1,0 +1,72 @@
+"""Every public function, class, method and property has a docstring with an example, and
+the examples print what they say (STYLE: "Every public function has a docstring with a
+small runnable example").
+
+`public_api.public_objects()` lists the public API (see its docstring for what counts);
+each object's examples run as one doctest, in a copy of its module's namespace (as
+`doctest.testmod` would), so a failure names the object. Objects that only inherit a
+docstring (a layer's `forward`) are checked where the docstring is written. The public
+modules' own docstrings (`tracegrad`, `tracegrad.nn`, ...) run too.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import inspect
+import io
+
+import pytest
+from public_api import MODULES, lacking_examples, public_objects
+
+OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
+ENTRIES = public_objects()
+WITH_EXAMPLES = [e for e in ENTRIES if e.own_doc and ">>>" in e.own_doc]
+
+
+def _doctest(entry) -> doctest.DocTest:
+    target = entry.obj.fget if isinstance(entry.obj, property) else entry.obj
+    target = getattr(target, "__func__", target)  # classmethod, staticmethod
+    module = inspect.getmodule(target)
+    finder = doctest.DocTestFinder(recurse=False)
+    (test,) = finder.find(entry.obj if isinstance(entry.obj, property) else target,
+                          entry.name, module=module, globs=dict(vars(module)))
+    return test
+
+
+def _run(test: doctest.DocTest) -> None:
+    report = io.StringIO()
+    result = doctest.DocTestRunner(optionflags=OPTIONS).run(test, out=report.write)
+    assert result.attempted, f"{test.name}: no example found"
+    assert not result.failed, report.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
+@pytest.mark.parametrize("entry", WITH_EXAMPLES, ids=lambda e: e.name)
+def test_examples_print_what_they_show(entry):
+    _run(_doctest(entry))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_examples_print_what_they_show(name):
+    module = importlib.import_module(name)
+    assert module.__doc__ and ">>>" in module.__doc__, f"{name}: no example"
+    _run(doctest.DocTestParser().get_doctest(module.__doc__, dict(vars(module)), name,
+                                             module.__file__, 0))
+
+
+def test_every_public_object_has_an_example():
+    missing = lacking_examples()
+    assert not missing, "public objects without a docstring or a `>>>` example:\n" + "\n".join(
+        f"  {name}: {what}" for name, what in missing)
+
+
+def test_the_public_api_is_found():
+    names = {name for entry in ENTRIES for name in entry.names}
+    for name in ("tracegrad.tensor", "tracegrad.Tensor.backward", "tracegrad.Tensor.shape",
+                 "tracegrad.autograd.grad", "tracegrad.autograd.Function.apply",
+                 "tracegrad.nn.Module.parameters", "tracegrad.nn.functional.cross_entropy",
+                 "tracegrad.nn.init.xavier_uniform_", "tracegrad.nn.utils.clip_grad_norm_",
+                 "tracegrad.optim.Adam", "tracegrad.optim.Optimizer.step",
+                 "tracegrad.Tensor.exp_"):
+        assert name in names, name
