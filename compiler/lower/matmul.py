@@ -44,6 +44,20 @@ class Blas:
     sgemm: str
     dgemm: str
     index_bits: int  # 64 for ILP64 builds (NumPy's), 32 otherwise
+    set_threads: str | None  # openblas_set_num_threads, if the library has it
+
+
+# OpenBLAS splits any product of more than ~2^18 multiply-adds across its own threads,
+# which wait for each other by spinning. On two cores that share the machine with anything
+# else (our own threads, a PyTorch in the same process, another job), a product of a few
+# microseconds then takes milliseconds (measured: a 64-128-128-10 MLP step, 71 us with
+# one BLAS thread, 1.2-1.9 ms with two, while another process ran). Products smaller than
+# this run on one thread; the larger ones, where threads pay (an MNIST step's: 5.1 ms on
+# one, 3.2 ms on two), keep OpenBLAS's count, which the program restores after each small
+# product from `tracegrad_blas_threads` (read once from OpenBLAS when it is found).
+SINGLE_THREAD_BELOW = 1 << 22  # multiply-adds (m * n * k) of one product
+BLAS_THREADS_SYMBOL = "tracegrad_blas_threads"
+_blas_threads = ctypes.c_int64(1)
 
 
 _blas: Blas | None | bool = False
@@ -52,6 +66,9 @@ _lock = threading.Lock()
 _CANDIDATES = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 64),
                ("cblas_sgemm64_", "cblas_dgemm64_", 64),
                ("cblas_sgemm", "cblas_dgemm", 32)]
+_THREAD_FUNCTIONS = [("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+                     ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+                     ("openblas_set_num_threads", "openblas_get_num_threads")]
 
 
 def find_blas() -> Blas | None:
@@ -82,7 +99,12 @@ def _load() -> Blas | None:
         for sgemm, dgemm, bits in _CANDIDATES:
             if hasattr(lib, sgemm) and hasattr(lib, dgemm):
                 llvm.load_library_permanently(path)
-                return Blas(path, sgemm, dgemm, bits)
+                threads = next(((setter, getter) for setter, getter in _THREAD_FUNCTIONS
+                                if hasattr(lib, setter) and hasattr(lib, getter)), None)
+                if threads:
+                    _blas_threads.value = max(1, int(getattr(lib, threads[1])()))
+                    llvm.add_symbol(BLAS_THREADS_SYMBOL, ctypes.addressof(_blas_threads))
+                return Blas(path, sgemm, dgemm, bits, threads and threads[0])
     return None
 
 
@@ -98,18 +120,31 @@ def emit_gemm_call(b: ir.IRBuilder, emitter, call: GemmCall) -> None:
     it = I64 if blas.index_bits == 64 else I32
     name = blas.sgemm if dtype is float32 else blas.dgemm
     args = [I32, I32, I32, it, it, it, ft, PTR, it, PTR, it, ft, PTR, it]
-    fn = b.module.globals.get(name)
-    if fn is None:
-        fn = ir.Function(b.module, ir.FunctionType(VOID, args), name=name)
+    fn = _declare(b.module, name, ir.FunctionType(VOID, args))
     a = emitter.address(call.a, call.a_offset)
     bb = emitter.address(call.b, call.b_offset)
     c = emitter.address(call.c, call.c_offset)
     i32 = lambda v: ir.Constant(I32, v)
     n = lambda v: ir.Constant(it, v)
+    single = blas.set_threads and call.m * call.n * call.k < SINGLE_THREAD_BELOW
+    if single:
+        set_threads = _declare(b.module, blas.set_threads, ir.FunctionType(VOID, [I32]))
+        b.call(set_threads, [i32(1)])
     b.call(fn, [i32(ROW_MAJOR), i32(TRANS if call.a_trans else NO_TRANS),
                 i32(TRANS if call.b_trans else NO_TRANS), n(call.m), n(call.n), n(call.k),
                 constant(ft, 1.0), a, n(call.lda), bb, n(call.ldb), constant(ft, 0.0), c,
                 n(call.n)])
+    if single:
+        count = b.module.globals.get(BLAS_THREADS_SYMBOL)
+        if count is None:
+            count = ir.GlobalVariable(b.module, I64, BLAS_THREADS_SYMBOL)
+            count.linkage = "external"
+        b.call(set_threads, [b.trunc(b.load(count, typ=I64), I32)])
+
+
+def _declare(module, name: str, fnty):
+    fn = module.globals.get(name)
+    return fn if fn is not None else ir.Function(module, fnty, name=name)
 
 
 def batch_offset(idx: tuple, operand_batch: tuple, out_batch: tuple, matrix: int) -> ix.Index:
