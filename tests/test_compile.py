@@ -125,6 +125,33 @@ def test_training_step_matches_eager_over_steps(make_optimizer):
     check_graphs(compiled_step)
 
 
+def test_weight_decay_switched_on_takes_the_other_branch():
+    """`if weight_decay != 0` in the update rule is a guard on the Python number, checked
+    before each call: switching it on traces anew instead of reusing the branch."""
+    model, reference = make_model(), make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+
+    def step(model, opt, x, y):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    compiled = torch.compile(lambda x, y: step(model, opt, x, y))
+    for i in range(6):
+        decay = 0.0 if i < 3 else 0.05
+        for group in opt.param_groups + ref_opt.param_groups:
+            group["weight_decay"] = decay
+        x, y = batch(i)
+        compiled(x, y)
+        step(reference, ref_opt, x, y)
+        for p, q in zip(model.parameters(), reference.parameters()):
+            assert_close(p, q)
+    tests = [v for guards in torch.explain(compiled, *batch(6))["guards"]
+             for v in guards["values"] if v[0] == "hyperparameter"]
+    assert any("'weight_decay' != 0 was True" in v[1] for v in tests), tests
+
+
 def test_learning_rate_schedule_causes_no_retrace():
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

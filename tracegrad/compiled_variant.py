@@ -131,7 +131,13 @@ class Variant:
                    wrap=Tensor._wrap, fresh=_fresh, results=self._results, OUT=trace.outputs)
         names = [f"i{k}" for k in range(len(expressions))]
         inputs = f"({''.join(n + ', ' for n in names)})"
-        lines = ["def run(args, kwargs):", "    try:"]
+        lines = ["def run(args, kwargs):"]
+        for j, (container, key, observed) in enumerate(trace.hyperparameter_tests):
+            env[f"HT{j}"], env[f"HK{j}"] = container, key
+            lines += [f"    if (float(HT{j}[HK{j}]) != 0) is not {observed}:",
+                      f"        return changed({j})"]
+        env["changed"] = self._hyperparameter_changed
+        lines.append("    try:")
         lines += [f"        {n} = {e}" for n, e in zip(names, expressions)]
         lines += [f"        out = P.run({', '.join(names)})",
                   "    except Exception as exc:  # a missing .grad, an index never met...",
@@ -165,6 +171,12 @@ class Variant:
         self.failure = f"the compiled program raised {type(exc).__name__}: {exc}"
         return GUARD_FAILED
 
+    def _hyperparameter_changed(self, j: int):
+        container, key, observed = self.trace.hyperparameter_tests[j]
+        self.failure = (f"hyperparameter {key!r} is {container[key]!r}: the traced update "
+                        f"took the branch for {'non-zero' if observed else 'zero'}")
+        return GUARD_FAILED
+
     def _guards_hold(self, outputs) -> bool:
         for guard, got in zip(self.trace.guards, outputs[self.guards_start:self.saved_start]):
             if _python_value(got, guard.kind) != guard.observed:
@@ -192,8 +204,10 @@ class Variant:
         return tracing.map_values(self.trace.outputs, lambda _: next(pending))
 
     def describe_guards(self) -> dict:
+        tests = [("hyperparameter", f"{key!r} != 0 was {observed}", None)
+                 for _, key, observed in self.trace.hyperparameter_tests]
         return {"signature": self.key, "captured": [path for path, _ in self.reach],
-                "values": [(g.kind, g.observed, g.loc) for g in self.trace.guards],
+                "values": [(g.kind, g.observed, g.loc) for g in self.trace.guards] + tests,
                 "checks": self.guard.source}
 
 
@@ -257,5 +271,5 @@ def _input_expressions(variant, trace, paths: dict, env: dict) -> list:
 
 
 def _python_value(array, kind: str):
-    value = np.asarray(array).reshape(()).item()
+    value = array.item()  # a one-element array, from the program
     return bool(value) if kind == "bool" else value

@@ -111,8 +111,11 @@ class _Walk:
 
     def visit(self, obj, path: str, expr: str, depth: int) -> None:
         if isinstance(obj, _VALUES):  # baked into the trace if it was read: must not change
-            self.check(f"type({expr}) is {self.const(type(obj))} and {expr} == "
-                       f"{self.const(obj)}")
+            if obj is None or isinstance(obj, bool):  # singletons: identity says it all
+                self.check(f"{expr} is {obj!r}")
+            else:
+                self.check(f"type({expr}) is {self.const(type(obj))} and {expr} == "
+                           f"{self.const(obj)}")
             return
         if isinstance(obj, _OPAQUE) or depth > MAX_DEPTH or len(self.seen) > MAX_ITEMS:
             return
@@ -148,8 +151,8 @@ class _Walk:
             self.visit(item, f"{path}.{label}", access, depth + 1)
 
     def children(self, obj, var: str) -> list:
-        if isinstance(obj, dict):
-            self.check(f"len({var}) == {len(obj)} and tuple({var}) == {self.const(tuple(obj))}")
+        if isinstance(obj, dict):  # (`var` is this very dict: its keys may still change)
+            self.check(f"tuple({var}) == {self.const(tuple(obj))}" if obj else f"not {var}")
             return [(_label(k), f"{var}[{self.const(k)}]", v) for k, v in obj.items()
                     if (id(obj), k) not in self.exempt]
         if isinstance(obj, (list, tuple)):

@@ -80,6 +80,9 @@ class Trace:
     stages: dict = field(default_factory=dict)  # stage name -> graph, for `tracegrad ir`
     pass_reports: list = field(default_factory=list)  # what each optimisation pass did
     program: object = None  # the graph scheduled and planned (compiler.program.Program)
+    # (container, key, whether container[key] != 0): branches an update rule took on a
+    # hyperparameter, checked in Python before each call (`Tracer.hyperparameter_nonzero`)
+    hyperparameter_tests: list = field(default_factory=list)
 
 
 @dataclass
@@ -98,6 +101,7 @@ class Tracer:
     random_inputs: list = field(default_factory=list)
     guards: list = field(default_factory=list)
     hyperparameters: list = field(default_factory=list)
+    hyperparameter_tests: list = field(default_factory=list)
     broken: str | None = None
     saw_backward: bool = False
 
@@ -156,6 +160,18 @@ class Tracer:
             self.hyperparameters.append((container, key, value))
             self._bind(t, value)
         return t
+
+    def hyperparameter_nonzero(self, tensor: Tensor) -> bool:
+        """`tensor != 0` for a branch of an update rule (`if momentum != 0:`). For a
+        hyperparameter the test is made on the Python number and kept as a guard on it,
+        checked before each call (a momentum switched on later traces anew): as a value
+        guard it would be one more graph output, read back on every call."""
+        for container, key, value in self.hyperparameters:
+            if self.values.get(id(tensor)) is value:
+                observed = float(container[key]) != 0
+                self.hyperparameter_tests.append((container, key, observed))
+                return observed
+        return bool(tensor != 0)
 
     def guard(self, tensor: Tensor, observed, kind: str) -> None:
         """Python read `tensor`'s value: later calls must see the same to be trusted."""
@@ -269,7 +285,7 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
     return Trace(tracer.builder.build(), tracer.captured,
                  tracer.random_inputs, writes, grad_writes, tracer.guards,
                  tracer.hyperparameters, outputs, tracer.broken, tracer.saw_backward,
-                 arguments, tracer)
+                 arguments, tracer, hyperparameter_tests=tracer.hyperparameter_tests)
 
 
 def is_scalar(x) -> bool:

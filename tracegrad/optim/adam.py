@@ -38,7 +38,7 @@ def adam_rule(math, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, *, l
     """
     if maximize:
         grad = -grad
-    if weight_decay != 0:
+    if math.nonzero(weight_decay):
         if decoupled_weight_decay:  # AdamW
             param *= 1 - lr * weight_decay
         else:

@@ -40,9 +40,17 @@ class _RequiredParameter:
 
 required = _RequiredParameter()
 
+def _traced_nonzero(value) -> bool:
+    """`value != 0` for a branch on a hyperparameter, while a tracer records."""
+    if isinstance(value, Tensor) and _trace.tracer is not None:
+        return _trace.tracer.hyperparameter_nonzero(value)
+    return bool(value != 0)
+
+
 # The few functions an update rule needs besides operators: one set per kind of value.
-ARRAY_MATH = SimpleNamespace(sqrt=np.sqrt, maximum=np.maximum, copy=np.copy)
-TENSOR_MATH = SimpleNamespace(sqrt=sqrt, maximum=maximum, copy=clone)
+ARRAY_MATH = SimpleNamespace(sqrt=np.sqrt, maximum=np.maximum, copy=np.copy,
+                             nonzero=lambda value: value != 0)
+TENSOR_MATH = SimpleNamespace(sqrt=sqrt, maximum=maximum, copy=clone, nonzero=_traced_nonzero)
 
 
 class Optimizer:

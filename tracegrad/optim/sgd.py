@@ -33,9 +33,9 @@ def sgd_rule(math, param, grad, buf, *, lr, momentum, dampening, nesterov, weigh
     """
     if maximize:
         grad = -grad
-    if weight_decay != 0:
+    if math.nonzero(weight_decay):
         grad = grad + weight_decay * param
-    if momentum != 0:
+    if math.nonzero(momentum):
         if buf is None:
             buf = math.copy(grad)
         else:
