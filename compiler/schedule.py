@@ -2,8 +2,8 @@
 
 `schedule(graph)` merges nodes greedily along the graph's edges, in graph order, as long
 as the merged group is one loop nest (`fuse.layout`) and merging creates no cycle between
-kernels: no path may lead from one group to the other through a third (checked with
-`descendants` on `graph.to_networkx()` with each group contracted to one node). A view waits for its reader's
+kernels: no path may lead from one group to the other through a third (checked on the
+graph with each group contracted to one node, `dag.Dag`). A view waits for its reader's
 kernel (it becomes that kernel's index map) and scalars join whichever kernel takes them.
 Constants are data of the program, not kernels; nodes no output needs are not scheduled.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .dag import Dag
 from .fuse import VIEWS, Layout, Unfusable, layout, role
 from .ir import Graph, Node, Value, format_type
 from .ir_dot import graph_to_dot
@@ -96,24 +97,22 @@ class _Grouping:
     run both before and after it)."""
 
     def __init__(self, graph: Graph, nodes: list[Node]):
-        import networkx as nx  # here: `import tracegrad` must not load networkx
-
         self.index = {n: i for i, n in enumerate(graph.nodes)}
-        self.dag = graph.to_networkx().subgraph(nodes)
-        self.quotient = nx.relabel_nodes(self.dag, {n: (n,) for n in nodes})
+        producers, chosen = graph.producers(), set(nodes)
+        edges = {(producers[x], n) for n in nodes for x in n.inputs
+                 if isinstance(x, Value) and producers.get(x) in chosen}
+        self.dag = Dag(nodes, edges)  # between nodes: never changes
+        self.quotient = Dag([(n,) for n in nodes], [((a,), (b,)) for a, b in edges])
         self.group = {n: (n,) for n in nodes}
         self.failed: set = set()
         # each node's producers, latest first: the closest producer is the best partner
-        self.edges = [(p, n) for n in nodes for p in sorted(self.dag.predecessors(n),
+        self.edges = [(p, n) for n in nodes for p in sorted(self.dag.predecessors[n],
                                                             key=self.index.get, reverse=True)]
 
     def run(self) -> list[tuple]:
         while self._merge_edges() or self._place_views() or self._place_scalars():
             pass
-        import networkx as nx
-
-        return list(nx.lexicographical_topological_sort(self.quotient,
-                                                        key=lambda g: self.index[g[0]]))
+        return self.quotient.topological_order(key=lambda g: self.index[g[0]])
 
     def _merge(self, a: tuple, b: tuple) -> bool:
         if a == b or (a, b) in self.failed:
@@ -126,21 +125,15 @@ class _Grouping:
         except Unfusable:
             self.failed.add((a, b))
             return False
-        q = self.quotient
-        q.add_edges_from((p, nodes) for p in {*q.predecessors(a), *q.predecessors(b)} - {a, b})
-        q.add_edges_from((nodes, c) for c in {*q.successors(a), *q.successors(b)} - {a, b})
-        q.remove_nodes_from([a, b])
-        q.add_node(nodes)
+        self.quotient.contract(a, b, nodes)
         for n in nodes:
             self.group[n] = nodes
         return True
 
     def _detour(self, a: tuple, b: tuple) -> bool:
         """Whether a path from group `a` to group `b` passes through another group."""
-        import networkx as nx
-
         q = self.quotient
-        return any(s == b or b in nx.descendants(q, s) for s in q.successors(a) if s != b)
+        return any(s == b or q.reaches(s, b) for s in q.successors[a] if s != b)
 
     def _merge_edges(self) -> bool:
         changed = False
@@ -156,14 +149,14 @@ class _Grouping:
         `-lr` read by every parameter's update)."""
         if c.op in VIEWS and self.group[c] == (c,):
             return True
-        return _scalar(p) and self.group[p] == (p,) and self.dag.out_degree(p) > 1
+        return _scalar(p) and self.group[p] == (p,) and len(self.dag.successors[p]) > 1
 
     def _place_views(self) -> bool:
         """A view left alone joins a reader's kernel, else its producer's."""
         changed = False
         for n in [n for n, g in self.group.items() if g == (n,) and n.op in VIEWS]:
-            partners = [self.group[c] for c in self._sorted(self.dag.successors(n))]
-            partners += [self.group[p] for p in self.dag.predecessors(n)]
+            partners = [self.group[c] for c in self._sorted(self.dag.successors[n])]
+            partners += [self.group[p] for p in self._sorted(self.dag.predecessors[n])]
             changed |= any(self._merge(self.group[n], g) for g in partners)
         return changed
 
@@ -174,9 +167,9 @@ class _Grouping:
         for g in self._groups():
             if self.group[g[0]] != g or not all(_scalar(n) for n in g):
                 continue
-            producers = [self.group[p] for n in g for p in self._sorted(self.dag.predecessors(n))]
-            sources = [h for h in self._groups() if not self.quotient.in_degree(h)]
-            readers = [self.group[c] for n in g for c in self._sorted(self.dag.successors(n))]
+            producers = [self.group[p] for n in g for p in self._sorted(self.dag.predecessors[n])]
+            sources = [h for h in self._groups() if not self.quotient.predecessors[h]]
+            readers = [self.group[c] for n in g for c in self._sorted(self.dag.successors[n])]
             candidates = [h for h in [*producers, *sources, *readers, *self._groups()] if h != g]
             changed |= any(self._merge(g, h) for h in candidates)
         return changed
@@ -185,7 +178,7 @@ class _Grouping:
         return sorted(nodes, key=self.index.get)
 
     def _groups(self) -> list[tuple]:
-        return sorted(self.quotient.nodes, key=lambda g: self.index[g[0]])
+        return sorted(self.quotient.predecessors, key=lambda g: self.index[g[0]])
 
 
 def _scalar(node: Node) -> bool:

@@ -503,7 +503,32 @@ def test_remat_recomputes_gelu_input():
     check_remat(g, [g.inputs[3]], 1, "gelu")
 
 
-@pytest.mark.parametrize("module", ["fuse", "schedule", "memory_plan", "run_schedule", "remat"])
+@pytest.mark.parametrize("module", ["fuse", "schedule", "memory_plan", "run_schedule", "remat",
+                                    "dag"])
 def test_docstring_examples(module):
     found = doctest.testmod(importlib.import_module(f"tracegrad.compiler.{module}"))
     assert found.attempted and not found.failed
+
+
+def test_a_compiled_training_step_does_not_load_networkx():
+    """networkx (0.15 s, 15 MB to import) is only for remat's min-cut: a whole training
+    step, traced and compiled, never needs it."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, tracegrad as torch
+model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+@torch.compile
+def step(x, y):
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+for _ in range(3):
+    step(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
+print(len(step.variants) > 0, 'networkx' in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "False"]

@@ -1,0 +1,99 @@
+"""Cold start, as PEERS.md measures it: each figure from a fresh process.
+
+    python -m bench.cold_start               # tracegrad compiled and, when installed, JAX
+    python -m bench.cold_start --readme      # also write the table into README.md
+
+For every peer and MLP step: the time of `import`, of the first call (trace, optimise,
+compile; for tracegrad once with an empty disk cache and once more in a new process with
+the cache the first one left), and the peak resident memory of a process that imports,
+compiles and runs the MNIST step ten times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+# Run in a child process: prints one JSON line with the figures.
+CHILD = r"""
+import json, resource, sys, time
+peer, workload = sys.argv[1], sys.argv[2]
+start = time.perf_counter()
+if peer == "tracegrad":
+    import tracegrad as lib
+else:
+    import jax as lib
+imported = time.perf_counter() - start
+from bench.workloads import WORKLOADS, inputs
+from bench.jax_workloads import JAX_WORKLOADS
+table = WORKLOADS if peer == "tracegrad" else JAX_WORKLOADS
+step, _ = table[workload](lib, inputs())
+if peer == "tracegrad":
+    step = lib.compile(step)
+start = time.perf_counter()
+step()
+first = time.perf_counter() - start
+for _ in range(10):
+    step()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"import": imported, "first": first, "peak": peak}))
+"""
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = ("mlp_small_train_step", "mlp_mnist_train_step")
+
+
+def measure(peer: str, workload: str, cache_dir: str) -> dict:
+    env = {**os.environ, "TRACEGRAD_CACHE_DIR": cache_dir, "PYTHONPATH": ROOT}
+    out = subprocess.run([sys.executable, "-c", CHILD, peer, workload], env=env, cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def installed(peer: str) -> bool:
+    return subprocess.run([sys.executable, "-c", f"import {peer}"], capture_output=True
+                          ).returncode == 0
+
+
+def table() -> str:
+    rows = ["| peer | import | first call, small MLP step | first call, MNIST step | "
+            "peak RSS, MNIST process |", "|---|---|---|---|---|"]
+    for peer in ("tracegrad", "jax"):
+        if not installed(peer):
+            continue
+        runs = [("", False)] + ([(" (warm disk cache)", True)] if peer == "tracegrad" else [])
+        for label, warm in runs:
+            figures = {}
+            for workload in STEPS:
+                with tempfile.TemporaryDirectory() as cache:
+                    if warm:
+                        measure(peer, workload, cache)  # leaves the compiled programs
+                    figures[workload] = measure(peer, workload, cache)
+            small, mnist = figures[STEPS[0]], figures[STEPS[1]]
+            name = {"tracegrad": "tracegrad compiled", "jax": "JAX jit"}[peer] + label
+            rows.append(f"| {name} | {min(small['import'], mnist['import']):.2f} s | "
+                        f"{small['first'] * 1e3:.0f} ms | {mnist['first'] * 1e3:.0f} ms | "
+                        f"{mnist['peak'] / 2**20:.0f} MB |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cold_start",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args(argv)
+    text = table()
+    print(text)
+    if args.readme:
+        from .__main__ import write_readme
+
+        write_readme(text, "cold")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
