@@ -2,15 +2,19 @@
 
 `generate(seed)` makes a small straight-line program: a few steps over a pool of tensors,
 each step one primitive family of the eager API (elementwise unary and binary with
-broadcasting and Python scalars on either side, reductions, softmax and layer_norm,
-matmul in all its ranks, movement and indexing ops, `where` with a comparison mask,
-dtype casts), with shapes and dtypes tracked while generating so every program runs.
-Values stay finite by construction: `exp` reads a bounded value, `log`/`sqrt`/`pow` a
-positive one, division a value bounded away from zero, and a value whose rough magnitude
-grows too large is squashed (tanh, sigmoid, ...) before anything else reads it.
+broadcasting and Python scalars on either side, reductions over tuples of dims, max/min
+with their indices, softmax and layer_norm, matmul in all its ranks, movement and
+indexing ops, in-place writes (through a view, or to a tensor a view was taken of),
+`where` with combined comparison masks, dtype casts), with shapes and dtypes tracked
+while generating so every program runs. Values stay finite by construction: `exp` reads
+a bounded value, `log`/`sqrt`/`pow` a positive one, division a value bounded away from
+zero, and a value whose rough magnitude grows too large is squashed (tanh, sigmoid, ...)
+before anything else reads it.
 
 The program is Python source, executed to give the callables, so a failure can print it
-as a runnable script (`Program.script()`):
+as a runnable script (`Program.script()`); `Program.with_lines` rebuilds it from fewer
+lines (tests/fuzz.py minimises failures so) and `Program.in_float64` gives its float64
+twin:
 
 >>> p = generate(3)
 >>> "def program(" in p.source and "def make_inputs(" in p.source
@@ -25,7 +29,9 @@ from __future__ import annotations
 import linecache
 import math
 import random
-from dataclasses import dataclass, field
+import re
+import zlib
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
@@ -36,6 +42,10 @@ MAX_MAGNITUDE = 1e3  # a value that may be larger is squashed before it is read
 DIM_SIZES = (1, 2, 3, 4, 5)
 DIM_WEIGHTS = (1.5, 3, 3, 2, 1)
 SCALARS = (2, 3, -1, 0.5, -0.75, 1.5, 2.5, -2.0)
+# What values are compared with (masks, branches, clamp bounds): none that a computation
+# lands on exactly (the sum of a layer_norm is 0 up to round-off, the softmax of two equal
+# values 0.5, a saturated tanh 1), so that round-off never decides which way one goes.
+THRESHOLDS = (0.0317, 0.4871, -0.2471, -0.9733, 2)
 DTYPE_SHORT = {"float32": "torch.float32", "float64": "torch.float64", "int64": "torch.int64"}
 
 
@@ -114,6 +124,31 @@ class Program:
         """`float32` if any float32 value takes part, else `float64`."""
         return "float32" if "float32" in self.float_dtypes else "float64"
 
+    @property
+    def lines(self) -> list:
+        """The body without its `return`."""
+        return self.body[:-1]
+
+    def with_lines(self, lines: list, outputs: list | None = None,
+                   keep_inputs: bool = True) -> Program:
+        """The program with the body `lines` (a failure's minimiser drops some); without
+        `keep_inputs`, the arguments no line reads are dropped (later inputs then draw
+        other values from the same seed)."""
+        text = "\n".join(lines)
+        inputs = [s for s in self.inputs if keep_inputs or re.search(rf"\b{s.name}\b", text)]
+        return assemble(self.seed, inputs, lines, self.ops, any(" if " in line for line in lines),
+                        self.float_dtypes, outputs)
+
+    def in_float64(self) -> Program:
+        """The same program with every float value in float64: the finite-difference
+        reference, whose gradients round-off does not blur."""
+        inputs = [replace(s, dtype="float64") if s.dtype == "float32" else s
+                  for s in self.inputs]
+        lines = [line.replace("torch.float32", "torch.float64").replace(".float()", ".double()")
+                 for line in self.lines]
+        return assemble(self.seed, inputs, lines, self.ops, self.has_branch,
+                        frozenset({"float64"}), self.outputs)
+
     def script(self, value_seeds=(0, 1), requires_grad=True) -> str:
         """A runnable script: the program, then eager against compiled on `value_seeds`."""
         return self.source + CHECK_TAIL.format(seeds=tuple(value_seeds),
@@ -150,6 +185,66 @@ def generate(seed: int, steps: int | None = None) -> Program:
     return builder.program()
 
 
+NAME = re.compile(r"\b[txic]\d+\b")  # the names a program gives its tensors
+
+
+def _target(line: str) -> str:
+    """The name a body line defines or updates (`t3 = ...`, `t3.mul_(...)`, `t3[0] = ...`)."""
+    return NAME.match(line).group()
+
+
+def unread_temps(lines) -> list:
+    """The temporaries (`t<n>`) that no later line reads, in order of definition."""
+    defined, read = [], set()
+    for line in lines:
+        target = _target(line)
+        if target.startswith("t") and target not in defined:
+            defined.append(target)
+        read.update(name for name in NAME.findall(line[len(target):]))
+    return [name for name in defined if name not in read]
+
+
+def assemble(seed: int, inputs: list, lines: list, ops: list, has_branch: bool,
+             float_dtypes: frozenset, outputs: list | None = None) -> Program:
+    """The `Program` whose body is `lines`, returning the sum of the sums of `outputs`
+    (default: the temporaries no line reads); its source is executed to give `fn`."""
+    outputs = outputs or unread_temps(lines) or [_target(lines[-1])]
+    args = ", ".join(spec.name for spec in inputs)
+    positions = iter(range(len(inputs)))
+    make = ",\n        ".join(spec.source(0 if spec.is_index else next(positions))
+                               for spec in inputs)
+    floats = sum(not spec.is_index for spec in inputs)
+    body = list(lines) + ["return " + " + ".join(f"{o}.sum()" for o in outputs)]
+    source = "\n".join([
+        f'"""Random program {seed} (tests/program_generator.py)."""',
+        "import numpy as np",
+        "import tracegrad as torch",
+        "import tracegrad.nn.functional as F",
+        "",
+        "",
+        "def make_inputs(seed, requires_grad=True):",
+        "    rng = np.random.default_rng(seed)",
+        (f"    grad = [requires_grad] * {floats} if isinstance(requires_grad, bool) "
+         f"else list(requires_grad)"),
+        "    return [",
+        f"        {make},",
+        "    ]",
+        "",
+        "",
+        f"def program({args}):",
+        *("    " + line for line in body),
+        "",
+    ])
+    program = Program(seed, list(inputs), body, list(outputs), list(ops), has_branch,
+                      float_dtypes, source)
+    filename = f"random_program_{seed}_{zlib.crc32(source.encode()):08x}.py"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"__name__": f"random_program_{seed}"}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102  (our own source)
+    program.namespace = namespace
+    return program
+
+
 # --- shapes ---------------------------------------------------------------------------
 
 def broadcast(*shapes) -> tuple | None:
@@ -170,6 +265,13 @@ def _fits(shape) -> bool:
 
 def _promote(*dtypes) -> str:
     return "float64" if "float64" in dtypes else "float32"
+
+
+def _promote_tensors(*typed) -> str:
+    """PyTorch's result dtype of float tensors given as (dtype, ndim): 0-d tensors widen
+    the result only when every operand is 0-d."""
+    dims = [(dtype, ndim) for dtype, ndim in typed if ndim > 0]
+    return _promote(*(dtype for dtype, _ in dims or typed))
 
 
 def _prime_factors(n: int) -> list:
@@ -201,7 +303,7 @@ class _Builder:
     """Grows one program step by step; see the module docstring."""
 
     STEP_WEIGHTS: ClassVar[dict] = {
-        "unary": 5, "binary": 5, "scalar": 3, "reduce": 3.5, "softmax": 1.5,
+        "unary": 5, "binary": 5, "scalar": 3, "reduce": 3.5, "extremum": 1, "softmax": 1.5,
         "layer_norm": 1.2, "matmul": 3, "reshape": 1.2, "transpose": 1, "permute": 1,
         "unsqueeze": 0.8, "squeeze": 0.8, "expand": 1, "slice": 1.5, "index": 1.5,
         "gather": 1.2, "cat": 1.2, "stack": 1, "where": 1.5, "inplace": 1.5, "cast": 3,
@@ -247,40 +349,9 @@ class _Builder:
         outputs = [v.name for v in self.pool if v.kind == "temp" and v.name not in self.used]
         if not outputs:
             outputs = [self.pool[-1].name]
-        args = ", ".join(spec.name for spec in self.inputs)
-        positions = iter(range(len(self.inputs)))
-        make = ",\n        ".join(spec.source(0 if spec.is_index else next(positions))
-                                   for spec in self.inputs)
-        floats = sum(not spec.is_index for spec in self.inputs)
-        body = list(self.lines) + ["return " + " + ".join(f"{o}.sum()" for o in outputs)]
-        source = "\n".join([
-            f'"""Random program {self.seed} (tests/program_generator.py)."""',
-            "import numpy as np",
-            "import tracegrad as torch",
-            "import tracegrad.nn.functional as F",
-            "",
-            "",
-            "def make_inputs(seed, requires_grad=True):",
-            "    rng = np.random.default_rng(seed)",
-            (f"    grad = [requires_grad] * {floats} if isinstance(requires_grad, bool) "
-             f"else list(requires_grad)"),
-            "    return [",
-            f"        {make},",
-            "    ]",
-            "",
-            "",
-            f"def program({args}):",
-            *("    " + line for line in body),
-            "",
-        ])
-        program = Program(self.seed, list(self.inputs), body, outputs, list(self.ops),
-                          self.has_branch, frozenset({v.dtype for v in self.pool} | self.constant_dtypes), source)
-        filename = f"random_program_{self.seed}.py"
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        namespace = {"__name__": f"random_program_{self.seed}"}
-        exec(compile(source, filename, "exec"), namespace)  # noqa: S102  (our own source)
-        program.namespace = namespace
-        return program
+        dtypes = frozenset({v.dtype for v in self.pool} | self.constant_dtypes)
+        return assemble(self.seed, self.inputs, self.lines, self.ops, self.has_branch, dtypes,
+                        outputs)
 
     # --- values ---
     def random_shape(self, ndim: int) -> tuple:
@@ -400,7 +471,10 @@ class _Builder:
         n = a.name
         rng = self.rng
         op = rng.choice(("exp", "sin", "cos", "tanh", "sigmoid", "relu", "gelu", "gelu_tanh",
-                         "abs", "sqrt", "log", "neg"))
+                         "abs", "sqrt", "log", "neg", "erf", "sign", "silu", "softplus", "clamp",
+                         "tan", "rsqrt", "log1p"))
+        if op in ("erf", "sign", "silu", "softplus", "clamp", "tan"):
+            return self.unary_composite(op, a)
         if op == "exp":
             inner, m = self.bounded(a)
             expr = rng.choice((f"torch.exp({inner})", f"{inner}.exp()"))
@@ -429,8 +503,34 @@ class _Builder:
         if op == "sqrt":
             expr = rng.choice((f"torch.sqrt{inner}", f"{inner}.sqrt()"))
             return bool(self.emit(expr, a.shape, a.dtype, math.sqrt(m), [a]))
+        if op == "rsqrt":
+            expr = rng.choice((f"torch.rsqrt{inner}", f"{inner}.rsqrt()"))
+            return bool(self.emit(expr, a.shape, a.dtype, 1.5, [a]))
+        if op == "log1p":  # log1p reads x > -1; `inner` - 1 is >= -0.5
+            expr = rng.choice((f"torch.log1p({inner} - 1)", f"({inner} - 1).log1p()"))
+            return bool(self.emit(expr, a.shape, a.dtype, math.log(m) + 1, [a]))
         expr = rng.choice((f"torch.log{inner}", f"{inner}.log()"))
         return bool(self.emit(expr, a.shape, a.dtype, math.log(m) + 1, [a]))
+
+    def unary_composite(self, op: str, a: Val) -> bool:
+        """erf, sign, silu, softplus, clamp and tan (on a bounded value)."""
+        n, rng = a.name, self.rng
+        if op == "tan":  # |x| <= 1 keeps tan away from its poles
+            inner, _ = self.bounded(a)
+            inner = inner if inner != n or a.mag <= 1 else f"{n}.tanh()"
+            return bool(self.emit(rng.choice((f"torch.tan({inner})", f"{inner}.tan()")),
+                                  a.shape, a.dtype, 1.6, [a]))
+        if op == "clamp":
+            low, high = rng.choice(((-0.4871, 0.7519), (None, 0.2531), (-0.9733, None)))
+            args = ", ".join(f"{k}={v!r}" for k, v in (("min", low), ("max", high))
+                             if v is not None)
+            expr = rng.choice((f"torch.clamp({n}, {args})", f"{n}.clamp({args})"))
+            return bool(self.emit(expr, a.shape, a.dtype, max(a.mag, 1.0), [a]))
+        forms = {"erf": (f"torch.erf({n})", f"{n}.erf()"),
+                 "sign": (f"torch.sign({n})", f"{n}.sign()"),
+                 "silu": (f"F.silu({n})",), "softplus": (f"F.softplus({n})",)}[op]
+        mag = {"erf": 1.0, "sign": 1.0, "silu": a.mag, "softplus": a.mag + 1}[op]
+        return bool(self.emit(rng.choice(forms), a.shape, a.dtype, mag, [a]))
 
     def step_binary(self) -> bool:
         a = self.pick()
@@ -440,7 +540,7 @@ class _Builder:
         if self.rng.random() < 0.5:  # operand order varies which side broadcasts
             a, b = (b, a) if b.kind != "constant" else (a, b)
         shape = broadcast(a.shape, b.shape)
-        dtype = _promote(a.dtype, b.dtype)
+        dtype = _promote_tensors((a.dtype, a.ndim), (b.dtype, b.ndim))
         x, y = a.name, b.name
         rng = self.rng
         op = rng.choice(("add", "sub", "mul", "div", "maximum", "minimum", "pow"))
@@ -516,37 +616,43 @@ class _Builder:
         if a is None:
             return False
         rng = self.rng
-        op = rng.choice(("sum", "mean", "amax", "amin", "var", "logsumexp"))
+        op = rng.choice(("sum", "mean", "amax", "amin", "var", "logsumexp", "prod", "norm"))
         keepdim = rng.random() < 0.4
-        if op in ("sum", "mean") and rng.random() < 0.15:
-            expr = rng.choice((f"{a.name}.{op}()", f"torch.{op}({a.name})"))
+        src, m = a.name, a.mag
+        if op == "prod" and a.mag > 1:  # factors in [-1, 1] keep the product bounded
+            src, m = f"{a.name}.tanh()", 1.0
+        if op in ("sum", "mean", "prod", "norm") and rng.random() < 0.15:
+            expr = rng.choice((f"{src}.{op}()", f"torch.{op}({src})"))
             count = a.numel
             shape = ()
             dims = None
         else:
-            for _ in range(5):
-                dims = self.random_dims(a.ndim)
+            for _ in range(5):  # (prod takes one dim, as in PyTorch)
+                dims = self.random_dims(a.ndim) if op != "prod" else [rng.randrange(a.ndim)]
                 count = math.prod(a.shape[d] for d in dims)
                 if op != "var" or count >= 2:
                     break
             else:
                 op = "sum"
             spelled = [self.dim_src(d, a.ndim) for d in dims]
-            if len(dims) == 1 and rng.random() < 0.6:
+            if len(dims) == 1 and (rng.random() < 0.6 or op == "prod"):
                 dim = str(spelled[0])
             else:
                 dim = _tuple_src(rng.sample(spelled, len(spelled)))
             extra = ""
             if op == "var":
                 extra = rng.choice(("", ", unbiased=False", ", correction=0", ", unbiased=True"))
+            if op == "norm":  # (a positional argument would be p)
+                dim = rng.choice(("", "", "p=1, ", "p=2, ")) + f"dim={dim}"
             keep = f", keepdim={keepdim}" if keepdim or rng.random() < 0.3 else ""
             form = rng.randrange(3)
+            named = dim if op == "norm" else f"dim={dim}"
             if form == 0:
-                expr = f"{a.name}.{op}(dim={dim}{extra}{keep})"
+                expr = f"{src}.{op}({named}{extra}{keep})"
             elif form == 1:
-                expr = f"torch.{op}({a.name}, dim={dim}{extra}{keep})"
+                expr = f"torch.{op}({src}, {named}{extra}{keep})"
             else:
-                expr = f"{a.name}.{op}({dim}{extra}{keep})"
+                expr = f"{src}.{op}({dim}{extra}{keep})"
             if not keep:
                 keepdim = False
             shape = tuple((1 if keepdim else None) if i in dims else s
@@ -554,8 +660,41 @@ class _Builder:
             shape = tuple(s for s in shape if s is not None)
         mag = {"sum": a.mag * count, "mean": a.mag, "amax": a.mag, "amin": a.mag,
                "var": 2 * a.mag ** 2 * count / max(count - 1, 1),
-               "logsumexp": a.mag + math.log(count) + 1}[op]
+               "logsumexp": a.mag + math.log(count) + 1, "prod": m ** count,
+               "norm": a.mag * count}[op]
         return bool(self.emit(expr, shape, a.dtype, mag, [a]))
+
+    def step_extremum(self) -> bool:
+        """`max`/`min` over one dim (values and indices), or the indices of one value
+        (`argmax`/`argmin`) picking from another of the same shape."""
+        a = self.pick(lambda v: v.ndim >= 1)
+        if a is None:
+            return False
+        rng = self.rng
+        d = rng.randrange(a.ndim)
+        ds = self.dim_src(d, a.ndim)
+        word = rng.choice(("max", "min"))
+        keepdim = rng.random() < 0.4
+        keep = f", keepdim={keepdim}" if keepdim or rng.random() < 0.3 else ""
+        shape = a.shape[:d] + ((1,) if keepdim else ()) + a.shape[d + 1:]
+        reads = [a]
+        form = rng.randrange(4)
+        if form == 0:
+            expr = f"{a.name}.{word}(dim={ds}{keep}).values"
+        elif form == 1:
+            expr = f"torch.{word}({a.name}, {ds}{keep})[0]"
+        elif form == 2:  # the indices of one tensor pick from another
+            b = self.pick(lambda v: v.shape == a.shape and v.name != a.name)
+            b = b if b is not None else self.new_input(a.shape, a.dtype)
+            reads.append(b)
+            arg = rng.choice((f"{a.name}.arg{word}(dim={ds}, keepdim=True)",
+                              f"torch.arg{word}({a.name}, {ds}, keepdim=True)"))
+            expr = f"{b.name}.gather({ds}, {arg})"
+            shape = a.shape[:d] + (1,) + a.shape[d + 1:]
+            return bool(self.emit(expr, shape, b.dtype, b.mag, reads))
+        else:  # the whole tensor's largest or smallest value
+            expr, shape = rng.choice((f"{a.name}.{word}()", f"torch.{word}({a.name})")), ()
+        return bool(self.emit(expr, shape, a.dtype, a.mag, reads))
 
     def step_softmax(self) -> bool:
         a = self.pick(lambda v: v.ndim >= 1)
@@ -638,8 +777,11 @@ class _Builder:
                 options += [(a.shape[0], k, n), (1, k, n)]
             if a.ndim == 3 and a.shape[0] == 1:
                 options.append((2, k, n))
-            if a.ndim == 2:
+            if a.ndim in (2, 3):  # batch dims that broadcast both ways
                 options.append((2, 1, k, n))
+            if a.ndim == 4:
+                options += [(a.shape[1], k, n), (a.shape[0], 1, k, n),
+                            (1, a.shape[1], k, n), a.shape[:2] + (k, n)]
             options = [s for s in options if _fits(shape_of(s)) and math.prod(s) <= MAX_NUMEL]
             if not options:
                 return False
@@ -670,9 +812,12 @@ class _Builder:
         spelled = [str(s) for s in shape]
         if ndim and rng.random() < 0.4:
             spelled[rng.randrange(ndim)] = "-1"
-        form = rng.randrange(3)
+        form = rng.randrange(4)
         if form == 0 and ndim:
             expr = f"{a.name}.reshape({', '.join(spelled)})"
+        elif form == 3:  # view() needs contiguous memory: an input's, or a copy's
+            contiguous = a.name if a.kind == "input" else f"{a.name}.contiguous()"
+            expr = f"{contiguous}.view({_tuple_src(spelled) if ndim else '()'})"
         elif form == 1:
             expr = f"{a.name}.reshape({_tuple_src(spelled) if ndim else '()'})"
         else:
@@ -802,10 +947,14 @@ class _Builder:
         if a is None:
             return False
         rng = self.rng
-        form = rng.randrange(5) if a.ndim else rng.randrange(2)
+        form = rng.randrange(7) if a.ndim else rng.randrange(2)
         name = f"t{self.temps}"
         reads, mag = [a], a.mag
         copy = rng.choice((f"{a.name}.clone()", f"{a.name} * 1.0", f"{a.name}.clone()"))
+        if form >= 5 and a.numel > 1:
+            return self.inplace_with_view(a, copy, write_view=form == 5)
+        if form >= 5:
+            form = 1
         if form == 0:
             b = self.pick(lambda v: broadcast(a.shape, v.shape) == a.shape)
             if b is None:
@@ -829,7 +978,9 @@ class _Builder:
             reads.append(b)
             mag = max(a.mag, b.mag)
         elif form == 3:
-            index, _ = self.basic_index(a.shape, ints=False)
+            index, shape = self.basic_index(a.shape, ints=False)
+            if rng.random() < 0.3:  # a view of a view
+                index = f"{index}][{self.basic_index(shape)[0]}"
             s = rng.choice(SCALARS)
             update = f"{name}[{index}].{rng.choice(('mul_', 'add_'))}({s!r})"
             mag = a.mag * (abs(s) + 1)
@@ -843,6 +994,27 @@ class _Builder:
             mag = max(a.mag, b.mag)
         self.lines.append(f"{name} = {copy}")
         return bool(self.emit(update, a.shape, a.dtype, mag, reads, name=name))
+
+    def inplace_with_view(self, a: Val, copy: str, write_view: bool) -> bool:
+        """`t = copy; v = t[index]`, then an in-place write to `v` (which `t` sees) or to
+        `t` (which `v` sees); later steps may read both."""
+        rng = self.rng
+        base, view = f"t{self.temps}", f"t{self.temps + 1}"
+        self.temps += 2
+        index, shape = self.basic_index(a.shape)
+        target, target_shape = (view, shape) if write_view else (base, a.shape)
+        b = self.pick(lambda v: v.name != a.name and broadcast(target_shape, v.shape)
+                      == target_shape) if rng.random() < 0.5 else None
+        s = rng.choice(SCALARS)
+        update = rng.choice((f"{target}.mul_({s!r})", f"{target} += {s!r}")) if b is None \
+            else rng.choice((f"{target}.add_({b.name})", f"{target} -= {b.name}",
+                             f"{target}.mul_({b.name})"))
+        self.lines += [f"{base} = {copy}", f"{view} = {base}[{index}]", update]
+        mag = a.mag * (abs(s) + 1) if b is None else a.mag * (b.mag + 1)
+        for v in [a] + ([b] if b is not None else []):
+            self.used.add(v.name)
+        self.pool += [Val(base, a.shape, a.dtype, mag), Val(view, shape, a.dtype, mag)]
+        return True
 
     def step_index(self) -> bool:
         a = self.pick(lambda v: v.ndim >= 1)
@@ -935,31 +1107,52 @@ class _Builder:
         reads = [a]
         p = a if rng.random() < 0.5 else self.partner(a)
         reads.append(p)
-        compare = rng.choice((">", "<", ">=", "<="))
+        compare = rng.choice((">", "<", ">=", "<=", ">", "<", "==", "!="))
         if rng.random() < 0.4:
-            q_src, q_shape = _fmt_scalar(rng.choice((0, 0.0, 0.5, -0.25))), ()
+            q_src, q_shape = _fmt_scalar(rng.choice(THRESHOLDS)), ()
         else:
             q = self.partner(p)
             reads.append(q)
             q_src, q_shape = q.name, q.shape
         mask_shape = broadcast(p.shape, q_shape)
-        other_dtype = a.dtype
+        other_dtype, other_ndim = a.dtype, a.ndim
         if rng.random() < 0.3:
             other, other_shape, other_mag = _fmt_scalar(rng.choice((0.0, 1.0, -0.5))), (), 1.0
         else:
             b = self.partner(a)
             reads.append(b)
             other, other_shape, other_mag, other_dtype = b.name, b.shape, b.mag, b.dtype
+            other_ndim = b.ndim
         shape = broadcast(mask_shape, a.shape, other_shape)
         if not _fits(shape):
             return False
-        mask = f"{p.name} {compare} {q_src}"
+        mask = self.combine_masks(f"{p.name} {compare} {q_src}", p.name)
         forms = [f"torch.where({mask}, {a.name}, {other})", f"{a.name}.where({mask}, {other})"]
         if other_shape == () and broadcast(mask_shape, a.shape) == a.shape:
             forms.append(f"{a.name}.masked_fill({mask}, {other})")
         expr = rng.choice(forms)
-        return bool(self.emit(expr, shape, _promote(a.dtype, other_dtype),
-                              max(a.mag, other_mag), reads))
+        dtype = _promote_tensors((a.dtype, a.ndim), (other_dtype, other_ndim))
+        if "masked_fill" in expr:  # fills in place of a copy: a's dtype
+            dtype = a.dtype
+        return bool(self.emit(expr, shape, dtype, max(a.mag, other_mag), reads))
+
+    def combine_masks(self, mask: str, p: str) -> str:
+        """`mask`, or it negated or combined with a second comparison of `p` with a scalar
+        (the same shape): `~`, `&`, `|` and their function forms."""
+        rng = self.rng
+        form = rng.randrange(7)
+        other = f"({p} {rng.choice(('>', '<'))} {rng.choice(THRESHOLDS)!r})"
+        if form == 0:
+            return f"~({mask})"
+        if form == 1:
+            return f"({mask}) & {other}"
+        if form == 2:
+            return f"({mask}) | {other}"
+        if form == 3:
+            return rng.choice((f"torch.logical_or({mask}, {other})",
+                               f"torch.logical_and({mask}, {other})",
+                               f"torch.logical_not({mask})"))
+        return mask
 
     def step_cast(self) -> bool:
         a = self.pick()
@@ -981,5 +1174,5 @@ class _Builder:
         self.has_branch = True
         reduce = self.rng.choice(("sum", "mean", "amax"))
         test = f"{a.name}.{reduce}()" if reduce != "amax" else f"{a.name}.amax(dim=0).sum()"
-        expr = f"{a.name} * 2 if {test} > 0 else {a.name}.sin()"
+        expr = f"{a.name} * 2 if {test} > {THRESHOLDS[0]} else {a.name}.sin()"
         return bool(self.emit(expr, a.shape, a.dtype, 2 * a.mag, [a]))

@@ -62,8 +62,14 @@ def showing(program: Program, what: str, requires_grad=True):
                              f"{program.script(requires_grad=requires_grad)}") from exc
 
 
-def assert_close(actual, expected, program: Program, what: str) -> None:
-    """Same shape, dtype and (within round-off) values; `what` names the value."""
+def assert_close(actual, expected, program: Program, what: str, reference=None) -> None:
+    """Same shape, dtype and (within round-off) values; `what` names the value.
+
+    `reference`, the same value computed in float64 (when the program has float32 values),
+    decides a float32 difference beyond the tolerance: compiled passes if it is no more
+    than 4 times as far from it as eager is (tests/fuzz.py `compare`). Both are then the
+    round-off of an ill-conditioned value, such as the gradient of a layer_norm over equal
+    values (1/sqrt(eps) = 316 times the round-off of a sum that cancels)."""
     if expected is None or actual is None:
         assert actual is None and expected is None, \
             f"{what}: compiled gives {actual!r}, eager {expected!r}"
@@ -74,6 +80,10 @@ def assert_close(actual, expected, program: Program, what: str) -> None:
     rtol, atol = TOLERANCE[program.lowest_precision]
     scale = max(1.0, float(np.abs(e).max())) if e.size else 1.0
     if not np.allclose(a, e, rtol=rtol, atol=atol * scale, equal_nan=True):
+        if reference is not None and program.lowest_precision == "float32":
+            r = reference.detach().numpy().astype(np.float64)
+            if np.abs(a - r).max() <= 4 * np.abs(e - r).max():
+                return
         worst = np.unravel_index(np.argmax(np.abs(a - e)), a.shape) if a.ndim else ()
         raise AssertionError(f"{what}: compiled {a[worst]!r} against eager {e[worst]!r} "
                              f"at {worst} (rtol {rtol}, atol {atol * scale:g})\n"
@@ -331,27 +341,36 @@ def test_compiled_training_step_matches_eager(seed, kind, explicit):
     eager_step, eager_arguments = training_step(program, eager_inputs, eager_opt, explicit)
     step, arguments = training_step(program, inputs, opt, explicit)
     compiled = tracegrad.compile(step)
+    # the same training in float64 (from the same values), which arbitrates round-off
+    wide_inputs = [t.detach().double().requires_grad_() if t.is_floating_point() else t
+                   for t in program.make_inputs(seed)]
+    wide_params = [t for t in wide_inputs if t.is_floating_point()]
+    wide_opt = make_optimizer(kind, wide_params)
+    wide_step, wide_arguments = training_step(program.in_float64(), wide_inputs, wide_opt,
+                                              explicit)
     for n in range(TRAINING_STEPS):
         with showing(program, f"training step {n} ({kind}, "
                               f"{'parameters as arguments' if explicit else 'closure'})"):
             fresh = program.make_inputs(10_000 + 100 * seed + n, requires_grad=False)
             indices = [t for t in fresh if not t.is_floating_point()]
-            for o in (eager_opt, opt):  # a learning-rate schedule: no re-trace (SPEC §4.2)
+            for o in (eager_opt, opt, wide_opt):  # a learning-rate schedule: no re-trace
                 o.param_groups[0]["lr"] = LEARNING_RATE[kind] * 0.8 ** n
             eager_loss = eager_step(*eager_arguments(indices))
             loss = compiled(*arguments([t.clone() for t in indices]))
-            assert_close(loss, eager_loss, program, f"step {n}: loss")
-            for spec, p, e in zip([s for s in program.inputs if not s.is_index], params,
-                                  eager_params):
-                assert_close(p, e, program, f"step {n}: parameter {spec.name}")
-                assert_close(p.grad, e.grad, program, f"step {n}: {spec.name}.grad")
+            wide_loss = wide_step(*wide_arguments(indices))
+            assert_close(loss, eager_loss, program, f"step {n}: loss", wide_loss)
+            for spec, p, e, w in zip([s for s in program.inputs if not s.is_index], params,
+                                     eager_params, wide_params):
+                assert_close(p, e, program, f"step {n}: parameter {spec.name}", w)
+                assert_close(p.grad, e.grad, program, f"step {n}: {spec.name}.grad", w.grad)
                 assert p.requires_grad and p.is_leaf
                 state, eager_state = opt.state.get(p, {}), eager_opt.state.get(e, {})
                 assert sorted(state) == sorted(eager_state), \
                     f"step {n}: optimizer state keys of {spec.name}"
                 for key in eager_state:
                     assert_close(state[key], eager_state[key], program,
-                                 f"step {n}: optimizer state {key!r} of {spec.name}")
+                                 f"step {n}: optimizer state {key!r} of {spec.name}",
+                                 wide_opt.state[w][key])
     with showing(program, f"after {TRAINING_STEPS} training steps"):
         assert compiled.fallback_reason is None
         if program.has_branch:
