@@ -2,7 +2,7 @@
 
 A program is found by a key: the SHA-256 of its LLVM IR text together with everything the
 machine code depends on (llvmlite and LLVM versions, target triple, CPU name and feature
-string, optimisation level, this file's format version). Same key, same machine code.
+string, the tuning of LLVM's pipeline, this file's format version). Same key, same machine code.
 
 On disk (``~/.cache/tracegrad``, or ``TRACEGRAD_CACHE_DIR``) each entry is one file,
 ``<key>.tgo``::
@@ -37,7 +37,14 @@ import threading
 import warnings
 from dataclasses import dataclass
 
-from .engine import CompileError, Engine, NativeModule, ObjectCode, default_engine
+from .engine import (
+    CompileError,
+    Engine,
+    NativeModule,
+    ObjectCode,
+    default_engine,
+    pipeline_options,
+)
 
 FORMAT_VERSION = 1
 MAGIC = b"tracegrad-object %d\n" % FORMAT_VERSION
@@ -58,7 +65,8 @@ def default_directory() -> pathlib.Path:
 def cache_key(ir_text: str, engine: Engine) -> str:
     """The hex SHA-256 that names ``ir_text`` compiled by ``engine`` on this machine."""
     host = engine.host
-    parts = [f"format={FORMAT_VERSION}", f"opt={engine.opt_level}",
+    pipeline = sorted(pipeline_options(engine.opt_level).items())
+    parts = [f"format={FORMAT_VERSION}", f"pipeline={pipeline}",
              f"llvmlite={host.llvmlite_version}", f"llvm={host.llvm_version}",
              f"triple={host.triple}", f"cpu={host.cpu}", f"features={host.features}",
              "ir=" + hashlib.sha256(ir_text.encode()).hexdigest()]

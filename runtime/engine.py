@@ -171,17 +171,27 @@ def _parse(ir_text: str) -> llvm.ModuleRef:
     return module
 
 
+def pipeline_options(opt_level: int) -> dict:
+    """How LLVM's pipeline is tuned; part of the program cache's key (`cache.cache_key`)."""
+    return {
+        "speed_level": opt_level,
+        "loop_vectorization": opt_level >= 2,
+        "slp_vectorization": opt_level >= 2,  # off by default in llvmlite, on in clang -O2
+        # Our loops are vectorised and interleaved (4 zmm registers per iteration) already;
+        # unrolling them further gave no measurable speed (layer norm + softmax step 380
+        # us either way, MLP steps within 2%) and took 30-65% of the compile time (0.48 ->
+        # 0.17 s for that step): a first call pays for it, a later one does not gain.
+        "loop_unrolling": False,
+    }
+
+
 def _optimize(module: llvm.ModuleRef, machine: llvm.TargetMachine, opt_level: int) -> None:
     module.triple = machine.triple
     module.data_layout = str(machine.target_data)
-    tuning = llvm.create_pipeline_tuning_options(speed_level=opt_level)
-    tuning.loop_vectorization = opt_level >= 2
-    tuning.slp_vectorization = opt_level >= 2  # off by default in llvmlite, on in clang -O2
-    # Our loops are vectorised and interleaved (4 zmm registers per iteration) already;
-    # unrolling them further gave no measurable speed (layer norm + softmax step 380 us
-    # either way, MLP steps within 2%) and took 30-65% of the compile time (0.48 -> 0.17 s
-    # for that step): a first call pays for it, a later one does not gain.
-    tuning.loop_unrolling = False
+    options = pipeline_options(opt_level)
+    tuning = llvm.create_pipeline_tuning_options(speed_level=options.pop("speed_level"))
+    for name, value in options.items():
+        setattr(tuning, name, value)
     builder = llvm.create_pass_builder(machine, tuning)
     builder.getModulePassManager().run(module, builder)
 
