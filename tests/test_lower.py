@@ -402,6 +402,16 @@ ROW_KERNELS = {
     v4 = sum(v3, axes=(0,), keepdims=False)
     v5 = layer_norm_backward(v3, x0, v0, axes=(1,), eps=1e-05)
     return (v2, v4, v5)""", True),
+    # a column sum between row-local nests waits for the run; a nest reading it may not
+    # join the run (it would read the sum before it is made)
+    "column sum read later": ("""def f(x0: f32[300,200], x1: f32[300,200]):
+    v0 = softmax(x0, axis=1)
+    v1 = sum(v0, axes=(0,), keepdims=True)
+    v2 = log_softmax(x1, axis=1)
+    v3 = mul(v2, v1)
+    v4 = softmax(v3, axis=1)
+    v5 = sum(v4, axes=(0,), keepdims=False)
+    return (v2, v4, v5)""", True),
     # the stored exps are read transposed by a later nest: that nest is not row-local
     # (the nests before it may still be grouped)
     "transposed reader": ("""def f(x0: f32[512,512]):

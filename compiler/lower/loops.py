@@ -50,7 +50,7 @@ class LoopFunction:
     offsets: dict | None = None  # Buffer -> the indices it is read/written at (see below)
     work: float = 0.0  # estimated single-thread time, ns
     outer: ix.Var | None = None  # the outermost counter, when `offsets` covers every access
-    writes: frozenset = frozenset()  # the buffers it stores to
+    writes: frozenset | None = None  # the buffers it stores to (None: any of its buffers)
 
 
 # --- loop skeletons ------------------------------------------------------------------------

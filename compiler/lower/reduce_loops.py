@@ -198,7 +198,8 @@ def _emit_lanes(module, name, nest: ReduceNest, globals_, noalias, blocked=None)
     trips = loop_sizes[0]
     work = math.prod(nest.domain) * cost([src])
     if blocked or not outer:
-        return LoopFunction(fn.function, fn.buffers, trips, _grain(work, trips))
+        return LoopFunction(fn.function, fn.buffers, trips, _grain(work, trips),
+                            writes=frozenset([target]))
     store = Store(target, _target_offset(nest, _zero_reduced(nest, idx)), src)
     return LoopFunction(fn.function, fn.buffers, trips, _grain(work, trips),
                         _offsets_by_buffer([store]), work, variables[outer[0]],
@@ -253,7 +254,7 @@ def _emit_partials_fold(module, name, nest: ReduceNest, rows: int, nblocks: int)
 
     nested_loops(b, [rows], row, ["row"], (fn.begin, fn.end))
     fn.finish()
-    return LoopFunction(fn.function, fn.buffers, rows, 0)
+    return LoopFunction(fn.function, fn.buffers, rows, 0, writes=frozenset([nest.target]))
 
 
 def _emit_columns(module, name, nest: ReduceNest, globals_, noalias):
@@ -308,7 +309,8 @@ def _emit_columns(module, name, nest: ReduceNest, globals_, noalias):
     fn.finish()
     work = math.prod(nest.domain) * cost([src])
     return LoopFunction(fn.function, fn.buffers, outer_sizes[0],
-                        _grain(work, outer_sizes[0]) if outer else 0)
+                        _grain(work, outer_sizes[0]) if outer else 0,
+                        writes=frozenset([nest.target]))
 
 
 def _emit_scan(module, name, nest: ReduceNest, globals_, noalias):
@@ -353,7 +355,8 @@ def _emit_scan(module, name, nest: ReduceNest, globals_, noalias):
     nested_loops(b, kept_sizes, row if kept else (lambda c: row([])),
                  [f"k{d}" for d in range(len(kept_sizes))], (fn.begin, fn.end))
     fn.finish()
-    return LoopFunction(fn.function, fn.buffers, kept_sizes[0], 0)
+    return LoopFunction(fn.function, fn.buffers, kept_sizes[0], 0,
+                        writes=frozenset([nest.target]))
 
 
 def _emit_degenerate(module, name, nest: ReduceNest, globals_, noalias):

@@ -35,8 +35,14 @@ def row_local(offset: ix.Index, outer: ix.Var, scale: int, row: int) -> bool:
 
 
 def group_rows(module, name: str, functions: list) -> list:
-    """`functions` with every run of two or more row-local nests replaced by one group."""
-    grouped, run = [], []
+    """`functions` with every run of two or more row-local nests replaced by one group.
+
+    A nest that cannot join a run (a sum down the columns, say) waits until the run is
+    over, and so does every nest after it that does not join; row-local nests after it
+    join the run if they do not touch what a waiting nest touches. A layer norm's
+    backward then shares one group (one start of threads) with the softmax before it,
+    the column sums of the gradients running after both."""
+    grouped, run, waiting = [], [], []
 
     def flush():
         rows = _rows(run) if len(run) > 1 else None
@@ -44,19 +50,31 @@ def group_rows(module, name: str, functions: list) -> list:
             grouped.append(_emit_group(module, f"{name}.rows{len(grouped)}", run, rows))
         else:
             grouped.extend(run)
+        grouped.extend(waiting)
         run.clear()
+        waiting.clear()
 
     for fn in functions:
-        if fn.outer is not None and run and _rows(run + [fn]):
+        if fn.outer is not None and run and _rows(run + [fn]) \
+                and all(_independent(fn, other) for other in waiting):
             run.append(fn)
-            continue
-        flush()
-        if fn.outer is None:
-            grouped.append(fn)
+        elif run:
+            waiting.append(fn)  # after the run, in the order they came
+        elif fn.outer is not None:
+            run.append(fn)
         else:
-            run.append(fn)
+            grouped.append(fn)
     flush()
     return grouped
+
+
+def _independent(a, b) -> bool:
+    """Whether `a` and `b` may run in either order: neither writes what the other uses."""
+    return not (_writes(a) & set(b.buffers)) and not (_writes(b) & set(a.buffers))
+
+
+def _writes(fn) -> set:
+    return set(fn.buffers) if fn.writes is None else set(fn.writes)
 
 
 def _rows(run: list) -> int | None:
@@ -64,7 +82,7 @@ def _rows(run: list) -> int | None:
     rows = min(fn.trips for fn in run)
     if rows < 2 or any(fn.trips % rows for fn in run):
         return None
-    written = set().union(*(fn.writes for fn in run))
+    written = set().union(*(_writes(fn) for fn in run))
     for fn in run:
         scale = fn.trips // rows
         for buf, offsets in fn.offsets.items():
