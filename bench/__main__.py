@@ -200,6 +200,9 @@ def format_table(results: dict) -> str:
         lines.append(f"| {name} | {m['NumPy by hand'] / 2**20:.1f} MiB | "
                      f"{m['tracegrad eager'] / 2**20:.1f} MiB | {e['tracegrad eager']:.1e} | "
                      f"{e.get('tracegrad compiled', float('nan')):.1e} |")
+    rates = throughput(results)
+    if rates:
+        lines += ["", *rates]
     if any(r["compile"] for r in results.values()):
         lines += ["", "The compiled path (native code from the LLVM backend): first call in a "
                   "fresh cache directory (trace, passes, schedule, LLVM), graph nodes, and "
@@ -211,6 +214,26 @@ def format_table(results: dict) -> str:
                 lines.append(f"| {name} | {format_time(c['first call'])} | {c.get('nodes', '–')}"
                              f" | {format_time(c['overhead']) if 'overhead' in c else '–'} |")
     return "\n".join(lines)
+
+
+ELEMENTWISE_BYTES = 24 * 2**20  # x, w, b read and three gradients written (PEERS.md)
+MNIST_FLOP = 3 * 2 * 128 * (784 * 512 + 512 * 512 + 512 * 10)  # forward + 2x backward
+SGEMM_PEAK = 200e9  # OpenBLAS sgemm on this machine, PEERS.md
+
+
+def throughput(results: dict) -> list:
+    """The compiled step's memory and arithmetic rates, where PEERS.md asks for them."""
+    lines = []
+    for name, r in results.items():
+        seconds = r["time"].get("tracegrad compiled")
+        if seconds and name == "elementwise_1m":
+            lines.append(f"`elementwise_1m` compiled moves {ELEMENTWISE_BYTES / seconds / 1e9:.0f}"
+                         f" GB/s (the machine copies 61 GB/s on one core, 137 on two, in L3).")
+        if seconds and name == "mlp_mnist_train_step":
+            lines.append(f"`mlp_mnist_train_step` compiled runs {MNIST_FLOP / seconds / 1e9:.0f} "
+                         f"GFLOP/s ({MNIST_FLOP / 1e9:.2f} GFLOP per step as PEERS.md counts "
+                         f"it), {MNIST_FLOP / seconds / SGEMM_PEAK:.0%} of the sgemm peak.")
+    return lines
 
 
 def write_readme(table: str, marker: str = "bench") -> None:
