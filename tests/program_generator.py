@@ -139,6 +139,14 @@ class Program:
         return assemble(self.seed, inputs, lines, self.ops, any(" if " in line for line in lines),
                         self.float_dtypes, outputs)
 
+    def requires_grad_flags(self) -> list:
+        """Per float input, whether it requires grad: every third program freezes some."""
+        n = len(self.float_inputs)
+        if self.seed % 3 != 1 or n < 2:
+            return [True] * n
+        flags = [(self.seed >> i) % 2 == 0 for i in range(n)]
+        return flags if any(flags) else [True] + flags[1:]
+
     def in_float64(self) -> Program:
         """The same program with every float value in float64: the finite-difference
         reference, whose gradients round-off does not blur."""
