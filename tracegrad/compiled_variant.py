@@ -37,6 +37,9 @@ def trace_variant(fn, args, kwargs, cache: bool = True):
     elif not trace.broken:
         trace.graph, trace.pass_reports = optimize(trace.graph)
         trace.stages["optimized"] = trace.graph
+        # The trace is complete: the eager run's intermediate tensors, kept so that their
+        # ids stayed unique while it recorded, can go before LLVM needs the memory.
+        trace.tracer.keep.clear()
     if not trace.broken:
         trace.program = Program(trace.graph, cache=cache)
     return trace, result, Outputs(needs_grad, [t.grad_fn.name() if t.grad_fn else None
