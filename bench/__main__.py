@@ -204,9 +204,9 @@ def format_table(results: dict) -> str:
     if rates:
         lines += ["", *rates]
     if any(r["compile"] for r in results.values()):
-        lines += ["", "The compiled path (native code from the LLVM backend): first call in a "
-                  "fresh cache directory (trace, passes, schedule, LLVM), graph nodes, and "
-                  "per-call overhead excluding execution (guards, binding, write-back):", "",
+        lines += ["", ("The compiled path (native code from the LLVM backend): first call in a "
+                       "fresh cache directory (trace, passes, schedule, LLVM), graph nodes, and "
+                       "per-call overhead excluding execution (guards, binding, write-back):"), "",
                   "| workload | first call | nodes | overhead per call |", "|---|---|---|---|"]
         for name, r in results.items():
             c = r["compile"]
@@ -242,7 +242,7 @@ def write_readme(table: str, marker: str = "bench") -> None:
         text = f.read()
     block = f"<!-- {marker}:start -->\n{table}\n<!-- {marker}:end -->"
     text = re.sub(rf"<!-- {marker}:start -->.*<!-- {marker}:end -->", lambda _: block, text,
-                  flags=re.S)
+                  flags=re.DOTALL)
     with open(README, "w") as f:
         f.write(text)
 

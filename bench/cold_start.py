@@ -55,17 +55,17 @@ def measure(peer: str, workload: str, cache_dir: str) -> dict:
 
 
 def installed(peer: str) -> bool:
-    return subprocess.run([sys.executable, "-c", f"import {peer}"], capture_output=True
-                          ).returncode == 0
+    return subprocess.run([sys.executable, "-c", f"import {peer}"], capture_output=True,
+                          check=False).returncode == 0
 
 
 def table() -> str:
-    rows = ["| peer | import | first call, small MLP step | first call, MNIST step | "
-            "peak RSS, MNIST process |", "|---|---|---|---|---|"]
+    rows = [("| peer | import | first call, small MLP step | first call, MNIST step | "
+             "peak RSS, MNIST process |"), "|---|---|---|---|---|"]
     for peer in ("tracegrad", "jax"):
         if not installed(peer):
             continue
-        runs = [("", False)] + ([(" (warm disk cache)", True)] if peer == "tracegrad" else [])
+        runs = [("", False), *([(" (warm disk cache)", True)] if peer == "tracegrad" else [])]
         for label, warm in runs:
             figures = {}
             for workload in STEPS:

@@ -45,8 +45,8 @@ def _bytes(n: int) -> str:
 
 def table() -> str:
     data = inputs()
-    lines = ["| workload | nodes traced → optimized | kernels (matmuls) | planned peak / "
-             "unplanned | bytes moved / least |", "|---|---|---|---|---|"]
+    lines = [("| workload | nodes traced → optimized | kernels (matmuls) | planned peak / "
+              "unplanned | bytes moved / least |"), "|---|---|---|---|---|"]
     for name in WORKLOADS:
         f = figures(name, data)
         ratio = f["arena"] / f["unplanned"] if f["unplanned"] else 1.0

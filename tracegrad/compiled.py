@@ -26,9 +26,9 @@ import warnings
 import weakref
 
 from . import tracing
+from .autograd import anomaly_mode, grad_mode
 from .compiled_log import log
 from .compiled_variant import GUARD_FAILED
-from .autograd import anomaly_mode, grad_mode
 from .reachable import call_guard, reachable_tensors
 from .tensor import Tensor
 

@@ -166,7 +166,7 @@ class Variant:
             lines.append(f"    return results(out, {inputs}, args, kwargs)")
         else:  # nothing but Python values (or None) comes back
             lines.append("    return OUT")
-        exec(compile("\n".join(lines), f"<run of variant {self.index}>", "exec"), env)
+        exec(compile("\n".join(lines), f"<run of variant {self.index}>", "exec"), env)  # noqa: S102
         return env["run"]
 
     def _refuse(self, exc: Exception):
@@ -247,7 +247,7 @@ def _argument_paths(args, kwargs) -> dict:
 
 def _function(expression: str, env: dict):
     """`lambda args, kwargs: expression`, its names looked up in `env`."""
-    return eval(f"lambda args, kwargs: {expression}", env)  # noqa: S307 - our own text
+    return eval(f"lambda args, kwargs: {expression}", env)
 
 
 def _input_expressions(variant, trace, paths: dict, env: dict) -> list:

@@ -16,8 +16,8 @@ import numpy as np
 from .autograd import grad_mode, profiler
 from .autograd.graph import PrimitiveNode
 from .compiler.ops import ShapeError, Spec, cast
-from .compiler.ops.dtypes import from_numpy as dtype_of_numpy
 from .compiler.ops.dtypes import ALL_DTYPES, result_type
+from .compiler.ops.dtypes import from_numpy as dtype_of_numpy
 from .errors import allocation_error, op_error
 from .tensor import Tensor
 from .trace_state import state as _trace

@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .compiler.ops import dtypes
-from .functions import (indexing, inplace, linalg, normalization, pointwise, reductions,
-                        shaping)
+from .functions import indexing, inplace, linalg, normalization, pointwise, reductions, shaping
 from .tensor import Tensor
 
 F = pointwise

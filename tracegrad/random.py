@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from .compiler.ops.dtypes import float32, int64
+from .compiler.ops.residuals import forget
 from .creation import _finish, _shape
 from .errors import allocation_error
-from .compiler.ops.residuals import forget
 from .tensor import Tensor
 from .trace_state import state as _trace
 
@@ -39,7 +39,7 @@ class Generator:
     def __init__(self, seed: int = 0):
         self.manual_seed(seed)
 
-    def manual_seed(self, seed: int) -> "Generator":
+    def manual_seed(self, seed: int) -> Generator:
         """Restart the stream from `seed`; returns the generator.
 
         Example::

@@ -80,8 +80,15 @@ class Tensor:
         tensor([1., 2.])
     """
 
-    __slots__ = ("_data", "dtype", "_requires_grad", "grad_fn", "_version", "__weakref__",
-                 "__dict__")
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_data",
+        "_requires_grad",
+        "_version",
+        "dtype",
+        "grad_fn",
+    )
     # Rarely set state lives in the instance dict, defaulting to these (cheaper to create).
     _grad = None
     _base = None  # (base tensor, index or None) for a view

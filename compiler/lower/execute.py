@@ -243,8 +243,8 @@ class NativeProgram:
             lines.append(f"    {''.join(f'a{i}, ' for i in range(n))}= arrays")
         for i, (shape, dtype) in enumerate(self._inputs):
             env[f"S{i}"], env[f"D{i}"] = shape, np.dtype(dtype)
-            lines += [f"    if type(a{i}) is not ndarray or a{i}.dtype is not D{i} or "
-                      f"a{i}.shape != S{i} or not a{i}.flags.c_contiguous:",
+            lines += [(f"    if type(a{i}) is not ndarray or a{i}.dtype is not D{i} or "
+                       f"a{i}.shape != S{i} or not a{i}.flags.c_contiguous:"),
                       f"        a{i} = fix({i}, a{i})"]
         lines += ["    try:", "        state = states.pop()", "    except IndexError:",
                   "        state = new_state()", "    try:", "        table = state[0]"]
@@ -263,7 +263,7 @@ class NativeProgram:
                 env[f"K{j}"] = what
                 results.append(f"copy(K{j}, copy=True)")
         lines.append(f"    return [{', '.join(results)}]")
-        exec(compile("\n".join(lines), f"<run of {self.graph.name}>", "exec"), env)
+        exec(compile("\n".join(lines), f"<run of {self.graph.name}>", "exec"), env)  # noqa: S102
         return env["run"]
 
     def _fixed_input(self, i: int, array) -> np.ndarray:

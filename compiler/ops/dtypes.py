@@ -26,7 +26,7 @@ class DType:
         (True, True)
     """
 
-    __slots__ = ("name", "numpy", "category", "itemsize", "is_floating_point")
+    __slots__ = ("category", "is_floating_point", "itemsize", "name", "numpy")
 
     def __init__(self, name: str, numpy_type: type, category: int):
         self.name = name

@@ -20,8 +20,9 @@ Calling a primitive applies it to whatever tensor-like values it is given:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from .dtypes import DType
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import anomaly_mode, grad_mode, profiler
 from ..trace_state import state as _trace
+from . import anomaly_mode, grad_mode, profiler
 from .graph import AccumulateGrad
 
 

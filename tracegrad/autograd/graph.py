@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from ..compiler.ops import Spec, sum_to
 from . import anomaly_mode
 
@@ -38,7 +36,7 @@ SAVED_TWICE = (
 class Node:
     """A step of the backward pass."""
 
-    __slots__ = ("edges", "seq", "__dict__", "__weakref__")
+    __slots__ = ("__dict__", "__weakref__", "edges", "seq")
     # Rarely set state lives in the instance dict, defaulting to these (cheaper to create).
     display_name = None  # the composite's name, e.g. "MeanBackward0" (naming.py)
     display_edges = None  # the composite's inputs, shown as next_functions
@@ -106,7 +104,7 @@ class _RemovableHook:
 class PrimitiveNode(Node):
     """The backward of one primitive application: applies the op's derivative rules."""
 
-    __slots__ = ("prim", "attrs", "inputs", "shapes", "out", "versions", "freed")
+    __slots__ = ("attrs", "freed", "inputs", "out", "prim", "shapes", "versions")
 
     def __init__(self, prim, inputs: tuple, attrs: dict, out, edges, out_version=None):
         self.edges = edges  # Node.__init__, inlined: one node per recorded op

@@ -18,9 +18,9 @@ import numpy as np
 
 from ..autograd import grad_mode
 from ..compiler import ops
+from ..compiler.ops.residuals import forget
 from ..eager import apply
 from ..errors import op_error
-from ..compiler.ops.residuals import forget
 from ..tensor import Tensor
 from ..trace_state import state as _trace
 
