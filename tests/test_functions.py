@@ -604,3 +604,46 @@ def test_long_chain_backward_frees_the_graph():
         assert last_node() is None, "the graph should go with its output"
     finally:
         gc.enable()
+
+
+# --- large fused row ops run on native code (tracegrad/native_rows.py) -------------------
+
+ROW_OPS = {
+    "softmax": lambda x: tracegrad.softmax(x, dim=-1),
+    "log_softmax": lambda x: tracegrad.log_softmax(x, dim=1),
+    "layer_norm": lambda x: tracegrad.nn.functional.layer_norm(x, (x.shape[-1],)),
+}
+
+
+@pytest.mark.parametrize("dtype", [float32, float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", sorted(ROW_OPS))
+def test_large_row_ops_agree_with_the_numpy_kernels(name, dtype, monkeypatch):
+    """Above `MIN_ELEMENTS` eager softmax, log_softmax, layer_norm and their backwards run
+    on native code: forward and gradient equal the NumPy kernels' to round-off."""
+    import importlib
+
+    native_rows = importlib.import_module("tracegrad.native_rows")
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((160, 500)) * 3
+    weights = rng.standard_normal((160, 500))
+    assert data.size >= native_rows.MIN_ELEMENTS
+    results = []
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(native_rows, "MIN_ELEMENTS", 10 ** 12)
+        x = tracegrad.tensor(data, dtype=dtype, requires_grad=True)
+        out = ROW_OPS[name](x)
+        (out * tracegrad.tensor(weights, dtype=dtype)).sum().backward()
+        results.append((out.detach().numpy(), x.grad.numpy()))
+    tol = 2e-5 if dtype is float32 else 1e-12
+    for got, want in zip(results[0], results[1]):
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    assert any(key[0] == name for key in native_rows._programs), "native code was not used"
+
+
+def test_native_row_ops_examples():
+    import doctest
+    import importlib
+
+    assert not doctest.testmod(importlib.import_module("tracegrad.native_rows")).failed

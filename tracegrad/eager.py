@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import native_rows
 from .autograd import grad_mode, profiler
 from .autograd.graph import PrimitiveNode
 from .compiler.ops import ShapeError, Spec, cast
@@ -41,10 +42,13 @@ def apply(prim, inputs: tuple, attrs: dict):
     elif not _grad.enabled and prim.kind == "elementwise" and _all_broadcast(arrays):
         out = _on_one_element(prim, inputs, arrays, attrs)
     else:
-        try:
-            out = prim.kernel(*arrays, **attrs)
-        except (ValueError, IndexError, TypeError, MemoryError) as exc:
-            raise _explain(prim, inputs, attrs, exc) from None
+        out = native_rows.run(prim, arrays, attrs) if prim in native_rows.OPS \
+            and native_rows.large(arrays) else None
+        if out is None:
+            try:
+                out = prim.kernel(*arrays, **attrs)
+            except (ValueError, IndexError, TypeError, MemoryError) as exc:
+                raise _explain(prim, inputs, attrs, exc) from None
     if type(out) is not _ndarray:
         out = np.asarray(out)
     result = _new(Tensor)  # Tensor._wrap, inlined: this is the hottest line of eager mode
