@@ -81,17 +81,24 @@ def find_blas() -> Blas | None:
     return _blas
 
 
-def _load() -> Blas | None:
-    import llvmlite.binding as llvm
+def _candidate_paths():
+    """NumPy's own OpenBLAS first; the system's only if that fails (`find_library` runs
+    `ldconfig`, which costs a first call tens of milliseconds)."""
+    import ctypes.util
+
     import numpy
 
     libs = os.path.join(os.path.dirname(os.path.dirname(numpy.__file__)), "numpy.libs")
-    paths = sorted(glob.glob(os.path.join(libs, "*openblas*.so*")))
-    import ctypes.util
-
+    yield from sorted(glob.glob(os.path.join(libs, "*openblas*.so*")))
     system = ctypes.util.find_library("openblas")
-    paths += [system] if system else []
-    for path in paths:
+    if system:
+        yield system
+
+
+def _load() -> Blas | None:
+    import llvmlite.binding as llvm
+
+    for path in _candidate_paths():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
