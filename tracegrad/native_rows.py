@@ -16,6 +16,8 @@ NumPy kernel. The results agree with the NumPy kernels to round-off (tests/test_
 
 >>> import numpy as np
 >>> from tracegrad.compiler.ops import PRIMITIVES
+>>> sorted(p.name for p in OPS)[:3]
+['layer_norm', 'layer_norm_backward', 'log_softmax']
 >>> x = np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32)
 >>> out = run(PRIMITIVES["softmax"], (x,), {"axis": 1})
 >>> bool(np.allclose(out, PRIMITIVES["softmax"].kernel(x, axis=1), rtol=1e-5, atol=1e-7))
@@ -28,11 +30,9 @@ import threading
 
 import numpy as np
 
-from .compiler.ops import PRIMITIVES
+from .compiler.ops.fused import FUSED
 
-OPS = frozenset(PRIMITIVES[name] for name in (
-    "softmax", "log_softmax", "layer_norm", "softmax_backward", "log_softmax_backward",
-    "layer_norm_backward"))
+OPS = frozenset(p for p in FUSED if p.kind == "reduce")  # the fused ops that work by rows
 MIN_ELEMENTS = 1 << 16
 
 _programs: dict = {}  # key -> NativeProgram, or None where the NumPy kernel must serve

@@ -117,16 +117,18 @@ def _needed_outside(graph: Graph, kernels: list) -> set:
 
 def _plan_kernel(kernel: Kernel, buffers: dict, scalars: dict, outputs: dict,
                  needed: set) -> KernelPlan:
-    nodes, fused = [], set()
+    nodes, fused, internal = [], set(), set()
     for node in kernel.nodes:
         if node.op == "constant":
             continue
         if lowering_of(node.op).kind == "decompose":
-            nodes += decompose(node)
+            parts = decompose(node)
+            nodes += parts
             fused.add(node.out)
+            internal.update(n.out for n in parts[:-1])
         else:
             nodes.append(node)
-    nodes = _share_repeated(nodes, fused)
+    nodes = _share_repeated(nodes, internal)
     # A fused op's result (softmax, layer_norm, ...) that other nodes here read is
     # stored: inline, every later loop nest would redo its exps and reductions.
     read_here = {x for n in nodes for x in n.inputs if isinstance(x, Value)}
@@ -180,10 +182,10 @@ def _plan_kernel(kernel: Kernel, buffers: dict, scalars: dict, outputs: dict,
     return KernelPlan(kernel.name, nests)
 
 
-def _share_repeated(nodes: list, fused: set) -> list:
+def _share_repeated(nodes: list, internal: set) -> list:
     """`nodes` without the ones that repeat an earlier node's work, their readers reading
     the earlier value: decompositions repeat each other (layer_norm_backward recomputes the
-    1/std of layer_norm). Only a decomposition's own intermediate values are dropped."""
+    1/std of layer_norm). Only the `internal` values of decompositions are dropped."""
     seen, alias, kept = {}, {}, []
     for node in nodes:
         inputs = [alias.get(x, x) if isinstance(x, Value) else x for x in node.inputs]
@@ -192,16 +194,11 @@ def _share_repeated(nodes: list, fused: set) -> list:
         key = (node.op, tuple(id(x) if isinstance(x, Value) else (type(x), x) for x in inputs),
                repr(sorted(node.attrs.items())))
         earlier = seen.setdefault(key, node.out)
-        if earlier is not node.out and node.out not in fused and _internal(node.out, fused):
+        if earlier is not node.out and node.out in internal:
             alias[node.out] = earlier
             continue
         kept.append(node)
     return kept
-
-
-def _internal(value: Value, fused: set) -> bool:
-    """A value made up by `decompose` (named after the fused value it helps compute)."""
-    return any(value.name.startswith(f"{f.name}_") for f in fused)
 
 
 def _store_shared_expensive(nodes: list, needed: set) -> set:
