@@ -136,7 +136,7 @@ class NativeProgram:
     kernel per node); `kernels` (a list of `plan.Kernel`) overrides both, and
     `memory_plan` (a `compiler.memory_plan.MemoryPlan`) places the stored values. `cache`
     is a runtime `ProgramCache` (default: the process's). `compile_seconds` says how long
-    lowering plus LLVM took.
+    lowering plus LLVM took. `run(*arrays)` runs it (an attribute made by `_runner`).
     """
 
     def __init__(self, graph_or_schedule, *, kernels: list | None = None, cache=None,
@@ -196,7 +196,7 @@ class NativeProgram:
                 array = value.data if isinstance(value, expr.Buffer) else \
                     np.full(v.shape, value, dtype=v.dtype.numpy)
                 self._results.append(("const", array))
-        self._run = self._runner()
+        self.run = self._runner()  # run(*arrays): the graph's outputs (see `_runner`)
 
     def _new_state(self):
         """A buffer table with the arena and large constants filled in (they never move)."""
@@ -220,13 +220,10 @@ class NativeProgram:
     def optimized_ir(self) -> str:
         return self.cache.engine.optimized_ir(self.ir)
 
-    def run(self, *arrays) -> list:
-        """The graph's outputs for `arrays` (exact shapes and dtypes, like `run_graph`)."""
-        return self._run(*arrays)
-
     def _runner(self):
-        """`run`, written out for this program as straight-line Python (loops and lookups
-        over inputs and outputs cost microseconds on a call that may take one).
+        """`run(*arrays)`: the graph's outputs for `arrays` (exact shapes and dtypes, like
+        `run_graph`), written out for this program as straight-line Python (loops and
+        lookups over inputs and outputs cost microseconds on a call that may take one).
 
         The table holds the *objects'* addresses for inputs and outputs: the program reads
         each array's data pointer itself (`program.data_pointer_offset`), which saves the
