@@ -27,6 +27,7 @@ _grad = grad_mode.state
 _ndarray = np.ndarray
 _DTYPES = {d.numpy: d for d in ALL_DTYPES}
 _new = object.__new__
+_NATIVE_ROW_OPS = native_rows.OPS  # large ones run on native kernels (native_rows.py)
 
 
 def apply(prim, inputs: tuple, attrs: dict):
@@ -41,14 +42,15 @@ def apply(prim, inputs: tuple, attrs: dict):
             out = _run_kernel(prim, inputs, arrays, attrs)
     elif not _grad.enabled and prim.kind == "elementwise" and _all_broadcast(arrays):
         out = _on_one_element(prim, inputs, arrays, attrs)
-    else:
-        out = native_rows.run(prim, arrays, attrs) if prim in native_rows.OPS \
-            and native_rows.large(arrays) else None
+    elif prim in _NATIVE_ROW_OPS and native_rows.large(arrays):
+        out = native_rows.run(prim, arrays, attrs)
         if out is None:
-            try:
-                out = prim.kernel(*arrays, **attrs)
-            except (ValueError, IndexError, TypeError, MemoryError) as exc:
-                raise _explain(prim, inputs, attrs, exc) from None
+            out = _run_kernel(prim, inputs, arrays, attrs)
+    else:
+        try:
+            out = prim.kernel(*arrays, **attrs)
+        except (ValueError, IndexError, TypeError, MemoryError) as exc:
+            raise _explain(prim, inputs, attrs, exc) from None
     if type(out) is not _ndarray:
         out = np.asarray(out)
     result = _new(Tensor)  # Tensor._wrap, inlined: this is the hottest line of eager mode
