@@ -45,6 +45,7 @@ from .engine import (
     default_engine,
     pipeline_options,
 )
+from .once import once
 
 FORMAT_VERSION = 1
 MAGIC = b"tracegrad-object %d\n" % FORMAT_VERSION
@@ -232,15 +233,7 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-_default_cache: ProgramCache | None = None
-_default_lock = threading.Lock()
-
-
+@once
 def default_cache() -> ProgramCache:
     """The process's shared cache, on the default engine and directory."""
-    global _default_cache
-    if _default_cache is None:
-        with _default_lock:
-            if _default_cache is None:
-                _default_cache = ProgramCache()
-    return _default_cache
+    return ProgramCache()

@@ -31,6 +31,7 @@ import llvmlite
 import llvmlite.binding as llvm
 
 from . import threads
+from .once import once
 
 
 class CompileError(RuntimeError):
@@ -227,21 +228,9 @@ class _Process:
     runtime: NativeModule  # tracegrad_parallel_for; kept for the life of the process
 
 
-_process_state: _Process | None = None
-_process_lock = threading.Lock()
-
-
+@once
 def _process() -> _Process:
     """Set LLVM up once per process: native target, symbols, the threading runtime."""
-    global _process_state
-    if _process_state is None:
-        with _process_lock:
-            if _process_state is None:
-                _process_state = _start_process()
-    return _process_state
-
-
-def _start_process() -> _Process:
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     for name, address in threads.native_symbols().items():
@@ -258,14 +247,7 @@ def _start_process() -> _Process:
     return _Process(host, runtime)
 
 
-_default_engine: Engine | None = None
-
-
+@once
 def default_engine() -> Engine:
     """The process's shared engine (O3)."""
-    global _default_engine
-    if _default_engine is None:
-        with _process_lock:
-            if _default_engine is None:
-                _default_engine = Engine()
-    return _default_engine
+    return Engine()

@@ -50,7 +50,7 @@ def use_cache(monkeypatch):
 
     def use(directory) -> ProgramCache:
         fresh = ProgramCache(directory=directory)
-        monkeypatch.setattr(cache_module, "_default_cache", fresh)
+        monkeypatch.setattr(cache_module, "default_cache", lambda: fresh)
         return fresh
 
     return use

@@ -498,3 +498,12 @@ def test_importing_the_runtime_loads_no_llvm():
     done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["once", "threads", "cache", "engine"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    found = doctest.testmod(importlib.import_module(f"tracegrad.runtime.{module}"))
+    assert not found.failed

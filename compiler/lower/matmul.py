@@ -24,11 +24,11 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
-import threading
 from dataclasses import dataclass
 
 from llvmlite import ir
 
+from ...runtime.once import once
 from ..ops.dtypes import float32, float64
 from . import index as ix
 from .llvm_types import F32, F64, I32, I64, PTR, VOID, constant
@@ -59,26 +59,12 @@ SINGLE_THREAD_BELOW = 1 << 22  # multiply-adds (m * n * k) of one product
 BLAS_THREADS_SYMBOL = "tracegrad_blas_threads"
 _blas_threads = ctypes.c_int64(1)
 
-
-_blas: Blas | None | bool = False
-_lock = threading.Lock()
-
 _CANDIDATES = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 64),
                ("cblas_sgemm64_", "cblas_dgemm64_", 64),
                ("cblas_sgemm", "cblas_dgemm", 32)]
 _THREAD_FUNCTIONS = [("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
                      ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
                      ("openblas_set_num_threads", "openblas_get_num_threads")]
-
-
-def find_blas() -> Blas | None:
-    """The BLAS NumPy uses (loaded into LLVM's symbol table), or None."""
-    global _blas
-    if _blas is False:
-        with _lock:
-            if _blas is False:
-                _blas = _load()
-    return _blas
 
 
 def _candidate_paths():
@@ -95,7 +81,9 @@ def _candidate_paths():
         yield system
 
 
-def _load() -> Blas | None:
+@once
+def find_blas() -> Blas | None:
+    """The BLAS NumPy uses (loaded into LLVM's symbol table), or None."""
     import llvmlite.binding as llvm
 
     for path in _candidate_paths():
