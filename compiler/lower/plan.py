@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir import Graph, Node, Value
+from ..passes.eliminate_common_subexpressions import expression_key
 from . import index as ix
 from .expr import Buffer, ExpressionBuilder
 from .lowering import NESTS, NestContext, _matmul, decompose, lowering_of, swaps_last_two
@@ -185,16 +186,16 @@ def _plan_kernel(kernel: Kernel, buffers: dict, scalars: dict, outputs: dict,
 def _share_repeated(nodes: list, internal: set) -> list:
     """`nodes` without the ones that repeat an earlier node's work, their readers reading
     the earlier value: decompositions repeat each other (layer_norm_backward recomputes the
-    1/std of layer_norm). Only the `internal` values of decompositions are dropped."""
+    1/std of layer_norm). The graph pass's test of sameness (`expression_key`); only the
+    `internal` values of decompositions are dropped."""
     seen, alias, kept = {}, {}, []
     for node in nodes:
         inputs = [alias.get(x, x) if isinstance(x, Value) else x for x in node.inputs]
         if inputs != node.inputs:
             node = Node(node.op, inputs, node.attrs, node.out, node.loc)
-        key = (node.op, tuple(id(x) if isinstance(x, Value) else (type(x), x) for x in inputs),
-               repr(sorted(node.attrs.items())))
-        earlier = seen.setdefault(key, node.out)
-        if earlier is not node.out and node.out in internal:
+        earlier = seen.setdefault(expression_key(node.op, inputs, node.attrs), node.out)
+        if earlier is not node.out and node.out in internal \
+                and (earlier.shape, earlier.dtype) == (node.out.shape, node.out.dtype):
             alias[node.out] = earlier
             continue
         kept.append(node)

@@ -49,10 +49,7 @@ def eliminate_common_subexpressions(graph: Graph) -> PassResult:
     first: dict[tuple, Value] = {}
     removed = 0
     for node in graph.nodes:
-        inputs = tuple(_key(rw.read(x)) for x in node.inputs)
-        if node.op in COMMUTATIVE and len(inputs) == 2:
-            inputs = frozenset(inputs)  # {a, b} == {b, a}; add(a, a) gives {a}: still exact
-        key = (node.op, inputs, tuple(sorted((k, _key(v)) for k, v in node.attrs.items())))
+        key = expression_key(node.op, [rw.read(x) for x in node.inputs], node.attrs)
         earlier = first.get(key)
         if earlier is not None and (earlier.shape, earlier.dtype) == (node.out.shape,
                                                                       node.out.dtype):
@@ -61,6 +58,15 @@ def eliminate_common_subexpressions(graph: Graph) -> PassResult:
         else:
             first[key] = rw.keep(node)
     return PassResult(rw.finish(), {"nodes_removed": removed})
+
+
+def expression_key(op: str, inputs: list, attrs: dict) -> tuple:
+    """What two nodes share when they compute the same value: the op, the inputs (in
+    either order for a commutative op) and attributes equal as `attr_equal` has them."""
+    keys = tuple(_key(x) for x in inputs)
+    if op in COMMUTATIVE and len(keys) == 2:
+        keys = frozenset(keys)  # {a, b} == {b, a}; add(a, a) gives {a}: still exact
+    return (op, keys, tuple(sorted((k, _key(v)) for k, v in attrs.items())))
 
 
 def _key(x: Any) -> Any:
