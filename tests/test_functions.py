@@ -647,3 +647,37 @@ def test_native_row_ops_examples():
     import importlib
 
     assert not doctest.testmod(importlib.import_module("tracegrad.native_rows")).failed
+
+
+# --- eager mode on a large broadcast of one value (tracegrad/eager.py) -------------------
+
+def test_ops_on_a_broadcast_value_compute_one_element(monkeypatch):
+    """The backward of `sum` hands on a broadcast of one value; elementwise ops on a large
+    one compute that element once, and give what the full computation gives."""
+    import importlib
+
+    eager = importlib.import_module("tracegrad.eager")
+    calls, on_one_element = [], eager._on_one_element
+
+    def counted(prim, *args):
+        calls.append(prim.name)
+        return on_one_element(prim, *args)
+
+    monkeypatch.setattr(eager, "_on_one_element", counted)
+    data = np.linspace(-2.0, 2.0, 3000)
+    grads = []
+    for threshold in (eager._ONE_ELEMENT_MIN_SIZE, 10 ** 12):  # then never on one element
+        monkeypatch.setattr(eager, "_ONE_ELEMENT_MIN_SIZE", threshold)
+        x = tracegrad.tensor(data, dtype=float32, requires_grad=True)
+        (tracegrad.sin(x) * 3 + x.exp() / 2).sum().backward()
+        grads.append(x.grad.numpy())
+    assert calls, "no op ran on one element"
+    assert grads[0].dtype == grads[1].dtype == np.float32
+    np.testing.assert_array_equal(grads[0], grads[1])
+
+
+def test_broadcast_values_that_do_not_fit_give_pytorchs_error():
+    a, b = tracegrad.ones(1).expand(2000), tracegrad.ones(1).expand(3000)
+    with tracegrad.no_grad(), pytest.raises(RuntimeError, match=r"size of tensor a \(2000\) "
+                                                                r"must match the size"):
+        a + b

@@ -182,3 +182,29 @@ def test_remembered_residuals_never_change_results():
     fresh = torch.tensor([1.5, 0.0, 3.0])
     np.testing.assert_array_equal(gelu_slope(x, approximate="tanh").numpy(),
                                   gelu_slope(fresh, approximate="tanh").numpy())
+
+
+@pytest.mark.parametrize("shape, target, layout", [
+    ((), (3, 4), "contiguous"), ((4,), (3, 4), "contiguous"), ((3, 1), (2, 3, 5), "contiguous"),
+    ((1, 1), (0, 4), "contiguous"), ((2, 3), (2, 3), "contiguous"), ((4, 3), (2, 4, 3), "strided"),
+    ((3,), (2, 3), "reversed"), ((3,), (4,), "contiguous"), ((2, 3), (3,), "contiguous"),
+])
+def test_broadcast_view_is_np_broadcast_to(shape, target, layout):
+    """expand's kernel: NumPy's read-only view, its values and its errors."""
+    from tracegrad.compiler.ops.broadcast_view import broadcast_view
+
+    x = np.arange(float(np.prod(shape))).reshape(shape)
+    if layout == "strided":  # not C-contiguous: NumPy's own view
+        x = np.asfortranarray(x)
+    elif layout == "reversed":
+        x = x[::-1]
+    try:
+        want = np.broadcast_to(x, target)
+    except ValueError:
+        with pytest.raises(ValueError):
+            broadcast_view(x, target)
+        return
+    got = broadcast_view(x, target)
+    assert got.shape == want.shape and got.strides == want.strides
+    assert not got.flags.writeable and np.shares_memory(got, x) == np.shares_memory(want, x)
+    np.testing.assert_array_equal(got, want)

@@ -16,7 +16,8 @@ import numpy as np
 from . import native_rows
 from .autograd import grad_mode, profiler
 from .autograd.graph import PrimitiveNode
-from .compiler.ops import ShapeError, Spec, cast
+from .compiler.ops import ShapeError, Spec, broadcast_shapes, cast
+from .compiler.ops.broadcast_view import broadcast_view
 from .compiler.ops.dtypes import ALL_DTYPES, result_type
 from .compiler.ops.dtypes import from_numpy as dtype_of_numpy
 from .errors import allocation_error, op_error
@@ -28,19 +29,24 @@ _ndarray = np.ndarray
 _DTYPES = {d.numpy: d for d in ALL_DTYPES}
 _new = object.__new__
 _NATIVE_ROW_OPS = native_rows.OPS  # large ones run on native kernels (native_rows.py)
+_ONE_ELEMENT_MIN_SIZE = 1024  # a broadcast of one value this large is computed on one element
 
 
 def apply(prim, inputs: tuple, attrs: dict):
     """Run `prim` on tensors (and Python scalars); returns a new Tensor."""
-    if len(inputs) == 2:  # the common case, without building a list
+    if len(inputs) == 2:  # the common cases, without building a list
         a, b = inputs
         arrays = (a._data if isinstance(a, Tensor) else a, b._data if isinstance(b, Tensor) else b)
+    elif len(inputs) == 1:
+        (a,) = inputs
+        arrays = (a._data if isinstance(a, Tensor) else a,)
     else:
         arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
+    recording = _grad.enabled
     if profiler.state.active:
         with profiler.record_function(prim.name):
             out = _run_kernel(prim, inputs, arrays, attrs)
-    elif not _grad.enabled and prim.kind == "elementwise" and _all_broadcast(arrays):
+    elif not recording and prim.kind == "elementwise" and _all_broadcast(arrays):
         out = _on_one_element(prim, inputs, arrays, attrs)
     elif prim in _NATIVE_ROW_OPS and native_rows.large(arrays):
         out = native_rows.run(prim, arrays, attrs)
@@ -59,16 +65,12 @@ def apply(prim, inputs: tuple, attrs: dict):
     result.grad_fn = None
     result._version = [0]
     result._requires_grad = False
-    if _grad.enabled and prim.vjp is not None and dtype.is_floating_point:
-        edges = None
-        for i, x in enumerate(inputs):
+    if recording and prim.vjp is not None and dtype.is_floating_point:
+        for x in inputs:
             if isinstance(x, Tensor) and x._requires_grad:
-                if edges is None:
-                    edges = [None] * len(inputs)
-                edges[i] = (x.grad_fn, x._output_nr) if x.grad_fn is not None else x._edge()
-        if edges is not None:
-            result.grad_fn = PrimitiveNode(prim, inputs, attrs, out, edges, result._version)
-            result._requires_grad = True
+                result.grad_fn = PrimitiveNode(prim, inputs, attrs, out, result._version)
+                result._requires_grad = True
+                break
     if _trace.tracer is not None:
         _trace.tracer.record(prim, inputs, attrs, result)
     return result
@@ -76,21 +78,26 @@ def apply(prim, inputs: tuple, attrs: dict):
 
 def _all_broadcast(arrays) -> bool:
     """Whether every array operand repeats one element (a broadcast of a scalar, as the
-    backward of `sum` or `mean` makes): the op then needs computing once."""
+    backward of `sum` or `mean` makes): the op then needs computing once. Only worth it for
+    large arrays: `_on_one_element` takes ~2 us, NumPy as long for a few thousand elements."""
     found = False
     for a in arrays:
         if type(a) is _ndarray:
-            if a.size <= 1 or any(a.strides):
+            if a.size < _ONE_ELEMENT_MIN_SIZE or any(a.strides):
                 return False
             found = True
     return found
 
 
 def _on_one_element(prim, inputs, arrays, attrs):
-    shape = np.broadcast_shapes(*(a.shape for a in arrays if type(a) is _ndarray))
-    ones = [a.reshape(-1)[:1].reshape(()) if type(a) is _ndarray else a for a in arrays]
+    try:
+        shape = broadcast_shapes(*(a.shape for a in arrays if type(a) is _ndarray))
+    except ShapeError as exc:
+        raise _explain(prim, inputs, attrs, exc) from None
+    # Each array's first element, as a 0-d view (every element is that one).
+    ones = [a[(0,) * a.ndim + (...,)] if type(a) is _ndarray else a for a in arrays]
     value = np.asarray(_run_kernel(prim, inputs, ones, attrs))
-    return np.broadcast_to(value, shape)  # read-only; an in-place write copies it first
+    return broadcast_view(value, shape)  # read-only; an in-place write copies it first
 
 
 def _run_kernel(prim, inputs, arrays, attrs):

@@ -23,7 +23,7 @@ import numpy as np
 from . import autograd
 from .autograd import grad_mode
 from .autograd.graph import AccumulateGrad
-from .compiler.ops.dtypes import DType
+from .compiler.ops.dtypes import DType, from_numpy
 from .errors import op_error
 from .printing import format_tensor
 from .trace_state import state as _trace
@@ -120,8 +120,6 @@ class Tensor:
     @classmethod
     def _from_node(cls, data: np.ndarray, node) -> Tensor:
         """A tensor for `data` made by `node` (a node's saved output, for higher order)."""
-        from .compiler.ops.dtypes import from_numpy
-
         t = cls._wrap(data, from_numpy(data.dtype), True)
         t.grad_fn = node
         return t

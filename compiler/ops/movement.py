@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .broadcast_view import broadcast_view
 from .primitive import Primitive, Spec
 from .samples import floats
 from .shapes import ShapeError, broadcast_shapes
@@ -83,12 +84,12 @@ def _index_sample(rng):
 
 
 reshape = Primitive(
-    "reshape", "movement", _reshape_spec, lambda x, shape: np.reshape(x, shape),
+    "reshape", "movement", _reshape_spec, lambda x, shape: x.reshape(shape),
     (lambda g, x, out, shape: reshape(g, shape=x.shape),), (),
     floats((3, 4), shape=(2, 6)), backward_name="ViewBackward0")
 
 expand = Primitive(
-    "expand", "movement", _expand_spec, lambda x, shape: np.broadcast_to(x, shape),
+    "expand", "movement", _expand_spec, broadcast_view,
     # The gradient has the expanded shape; the engine sums it back to x's shape.
     (lambda g, x, out, shape: g,), (),
     floats((3, 1), shape=(2, 3, 4)))

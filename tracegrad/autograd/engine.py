@@ -37,13 +37,19 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, create_graph: bool,
         ...                             accumulate=False)
         [tensor([2., 4.])]
     """
-    roots = [_edge_of(t, f"element {i} of tensors") for i, t in enumerate(outputs)]
+    roots = []
+    for i, t in enumerate(outputs):
+        if not t.requires_grad:
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not "
+                               f"have a grad_fn")
+        roots.append(t._edge())
     if _trace.tracer is not None:
         _trace.tracer.saw_backward = True
     targets = {}
     for k, t in enumerate(inputs or ()):
-        edge = _edge_of(t, "One of the differentiated Tensors", input_side=True)
-        targets.setdefault(edge, []).append(k)
+        if not t.requires_grad:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+        targets.setdefault(t._edge(), []).append(k)
     dependencies = _count_dependencies([node for node, _ in roots])
     if targets:
         dependencies = _prune_to_targets(dependencies, {node for node, _ in targets})
@@ -90,16 +96,6 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, create_graph: bool,
                            f"to not have been used in the graph. Set allow_unused=True if this "
                            f"is the desired behavior.")
     return captured
-
-
-def _edge_of(tensor, what: str, input_side: bool = False):
-    if not tensor.requires_grad:
-        if input_side:
-            raise RuntimeError(f"{what} does not require grad")
-        raise RuntimeError(f"{what} does not require grad and does not have a grad_fn")
-    if tensor.grad_fn is not None:
-        return (tensor.grad_fn, tensor._output_nr)
-    return (tensor._accumulator(), 0)
 
 
 def _count_dependencies(root_nodes: list) -> dict:

@@ -20,6 +20,7 @@ from ..compiler.ops import Spec, sum_to
 from . import anomaly_mode
 
 _sequence = [0]  # the next node's sequence number: later nodes have larger ones
+_new_spec = tuple.__new__  # Spec(shape, dtype) without NamedTuple's __new__ in Python
 
 
 def next_sequence_number() -> int:
@@ -102,49 +103,64 @@ class _RemovableHook:
 
 
 class PrimitiveNode(Node):
-    """The backward of one primitive application: applies the op's derivative rules."""
+    """The backward of one primitive application: applies the op's derivative rules.
 
-    __slots__ = ("attrs", "freed", "inputs", "out", "prim", "shapes", "versions")
+    Made by `eager.apply` when an input requires grad; `out_version` is the output's
+    version counter (checked if the rules read the output). `release()` frees what it
+    saved, after which `inputs` is None and `apply` refuses.
+    """
 
-    def __init__(self, prim, inputs: tuple, attrs: dict, out, edges, out_version=None):
-        self.edges = edges  # Node.__init__, inlined: one node per recorded op
-        self.seq = _sequence[0]
+    __slots__ = ("attrs", "inputs", "out", "prim", "shapes", "versions")
+
+    def __init__(self, prim, inputs: tuple, attrs: dict, out, out_version: list):
+        self.seq = _sequence[0]  # Node.__init__, inlined: one node per recorded op
         _sequence[0] += 1
         if anomaly_mode.state.on:
             self.creation_trace = anomaly_mode.creation_trace()
         self.prim = prim
         self.attrs = attrs
-        self.freed = False
         saved = prim.saved_inputs
-        shapes, kept, versions = [], [], []
+        edges, shapes, kept, versions = [], [], [], []
         for i, x in enumerate(inputs):
             data = getattr(x, "_data", None)
-            shapes.append(() if data is None else data.shape)
+            if data is None:  # a Python number: no gradient; kept as it is
+                edges.append(None)
+                shapes.append(())
+                kept.append(x)
+                continue
+            if x._requires_grad:  # Tensor._edge, inlined
+                edges.append((x.grad_fn, x._output_nr) if x.grad_fn is not None
+                             else (x._accumulator(), 0))
+            else:
+                edges.append(None)
+            shapes.append(data.shape)
             if i in saved:
                 kept.append(x)
-                if data is not None:
-                    versions.append((x._version, x._version[0], x))
+                versions.append((x._version, x._version[0], x))
             else:  # inputs the rules do not read are kept as shape and dtype only
-                kept.append(x if data is None else Spec(data.shape, x.dtype))
-        if prim.saves_out and out_version is not None:  # the output's memory is saved too
+                kept.append(_new_spec(Spec, (data.shape, x.dtype)))
+        if prim.saves_out:  # the output's memory is saved too
             versions.append((out_version, out_version[0], None))
-        self.shapes, self.inputs, self.versions = shapes, kept, versions
-        self.out = out if prim.saves_out else Spec(out.shape, None)
+            self.out = out
+        else:
+            self.out = _new_spec(Spec, (out.shape, None))
+        self.edges, self.shapes, self.inputs, self.versions = edges, shapes, kept, versions
 
     def default_name(self) -> str:
         return self.prim.backward_name
 
-    def apply(self, grad_outputs: list) -> tuple:
-        if self.freed:
+    def apply(self, grad_outputs: list) -> list:
+        inputs = self.inputs
+        if inputs is None:
             raise RuntimeError(SAVED_TWICE)
         for counter, version, tensor in self.versions:
             if counter[0] != version:
                 raise RuntimeError(self._modified(counter[0], version, tensor))
         g = grad_outputs[0]
-        prim, inputs, attrs = self.prim, self.inputs, self.attrs
+        prim, attrs = self.prim, self.attrs
         out = type(g)._from_node(self.out, self) if prim.saves_out else self.out
         results = []
-        for i, edge in enumerate(self.edges):
+        for i, (edge, shape) in enumerate(zip(self.edges, self.shapes)):
             if edge is None:
                 results.append(None)
                 continue
@@ -152,8 +168,8 @@ class PrimitiveNode(Node):
                 grad = prim.vjp[0](g, *inputs, out, i=i, **attrs)
             else:
                 grad = prim.vjp[i](g, *inputs, out, **attrs)
-            if grad._data.shape != self.shapes[i]:
-                grad = sum_to(grad, self.shapes[i])
+            if grad._data.shape != shape:
+                grad = sum_to(grad, shape)
             results.append(grad)
         return results
 
@@ -164,8 +180,7 @@ class PrimitiveNode(Node):
                                 tensor.grad_fn)
 
     def release(self) -> None:
-        if self.versions or self.prim.saves_out:
-            self.freed = True  # apply() refuses from now on, so nothing saved is needed
+        if self.versions:  # something is saved (the output too has a version there)
             self.inputs = self.out = None
             self.versions = ()
 
