@@ -238,7 +238,7 @@ def _process() -> _Process:
     host = HostTarget.detect()
     # The threading runtime is a few branches around pthread calls: O0 compiles it in a
     # third of the time, which a process that only loads cached programs would notice.
-    module = _parse(threads.RUNTIME_IR)
+    module = _parse(threads.runtime_ir(host.triple))
     machine = host.target_machine(0)
     _optimize(module, machine, 0)
     object_code = ObjectCode(machine.emit_object(module), _external_symbols(module))
