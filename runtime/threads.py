@@ -119,6 +119,9 @@ _SPIN_HINT = {"x86_64": ("declare void @llvm.x86.sse2.pause()", "call void @llvm
 FUTEX_WAIT_PRIVATE = 128  # FUTEX_WAIT | FUTEX_PRIVATE_FLAG
 FUTEX_WAKE_PRIVATE = 129  # FUTEX_WAKE | FUTEX_PRIVATE_FLAG
 SPIN_ROUNDS = 4000  # spin-loop hints before a waiting thread sleeps (tens of microseconds)
+LAG_SLACK_NS = 20_000  # a worker this much later than two of the caller's chunks lagged...
+CALM_NS = 2_000_000  # ... and then loops run on the caller alone for this long, twice as
+MOST_CALM_NS = 256_000_000  # long after each lag in a row, up to this
 CHUNKS_PER_THREAD = 4  # more chunks than threads: a thread that lags leaves less undone
 MOST_CHUNKS = 1 << 16  # the job word counts unclaimed chunks in 32 bits
 
@@ -137,7 +140,8 @@ def runtime_ir(triple: str) -> str:
                 f" i64 {FUTEX_WAKE_PRIVATE}, i64 2147483647)")
     fills = {"hint_declaration": hint_declaration, "spin_hint": hint, "sleep": sleep,
              "wake": wake, "spin_rounds": SPIN_ROUNDS, "chunks_per_thread": CHUNKS_PER_THREAD,
-             "most_chunks": MOST_CHUNKS}
+             "most_chunks": MOST_CHUNKS, "lag_slack_ns": LAG_SLACK_NS, "calm_ns": CALM_NS,
+             "most_calm_ns": MOST_CALM_NS}
     text = _RUNTIME_IR
     for name, value in fills.items():
         text = text.replace("{" + name + "}", str(value))
@@ -154,6 +158,7 @@ _RUNTIME_IR = r"""
 ; read before that swap: if it succeeds, the job still had chunks left while they were
 ; read, and the owner rewrites them only once every chunk is done.
 %job = type { ptr, ptr, i64, i64, i64 }             ; body, ctx, q, r, k
+%timespec = type { i64, i64 }                       ; seconds, nanoseconds
 
 @tracegrad_num_threads = external global i64
 
@@ -166,12 +171,15 @@ _RUNTIME_IR = r"""
 @owned = internal global i32 0                      ; 1 while a caller owns the pool
 @workers = internal global i64 0                    ; pool threads started
 @workers.pid = internal global i32 0                ; the process they belong to
+@calm.until = internal global i64 0                 ; loops run inline until then (see below)
+@calm.next = internal global i64 {calm_ns}          ; how long the next calm lasts
 
 declare i32 @pthread_create(ptr, ptr, ptr, ptr)
 declare i32 @pthread_detach(i64)                    ; pthread_t is unsigned long on Linux
 declare i32 @getpid()
 declare i32 @sched_yield()
 declare i64 @syscall(i64, ...)
+declare i32 @clock_gettime(i32, ptr)
 {hint_declaration}
 
 define internal i64 @tracegrad_chunk_begin(i64 %c, i64 %q, i64 %r) alwaysinline {
@@ -230,11 +238,25 @@ done:
   ret void
 }
 
-; Claim and run the current job's chunks until none is left unclaimed.
-define internal void @tracegrad_run_chunks() {
+; CLOCK_MONOTONIC in nanoseconds.
+define internal i64 @tracegrad_now() {
+entry:
+  %time = alloca %timespec, align 8
+  %failed = call i32 @clock_gettime(i32 1, ptr %time)
+  %seconds = load i64, ptr %time, align 8
+  %nanoseconds.p = getelementptr inbounds %timespec, ptr %time, i64 0, i32 1
+  %nanoseconds = load i64, ptr %nanoseconds.p, align 8
+  %whole = mul i64 %seconds, 1000000000
+  %now = add i64 %whole, %nanoseconds
+  ret i64 %now
+}
+
+; Claim and run the current job's chunks until none is left unclaimed; how many it ran.
+define internal i64 @tracegrad_run_chunks() {
 entry:
   br label %claim
 claim:
+  %ran = phi i64 [ 0, %entry ], [ %ran, %read ], [ %ran.next, %run ], [ %ran.next, %wake ]
   %word = load atomic i64, ptr @work seq_cst, align 8
   %left = and i64 %word, 4294967295
   %any = icmp ne i64 %left, 0
@@ -254,6 +276,7 @@ read:
   %won = extractvalue { i64, i1 } %swap, 1
   br i1 %won, label %run, label %claim
 run:
+  %ran.next = add nsw i64 %ran, 1
   %c = sub nsw i64 %k, %left
   %begin = call i64 @tracegrad_chunk_begin(i64 %c, i64 %q, i64 %r)
   %c.next = add nsw i64 %c, 1
@@ -268,7 +291,7 @@ wake:
   call void @tracegrad_notify(ptr @done, ptr @done.sleepers)
   br label %claim
 none:
-  ret void
+  ret i64 %ran
 }
 
 ; A pool thread. Its argument is the generation it was started at: a job published
@@ -282,7 +305,7 @@ idle:
   %seen = phi i32 [ %start, %entry ], [ %now, %idle ]
   call void @tracegrad_await_change(ptr @generation, i32 %seen, ptr @generation.sleepers)
   %now = load atomic i32, ptr @generation seq_cst, align 4
-  call void @tracegrad_run_chunks()
+  %ran = call i64 @tracegrad_run_chunks()
   br label %idle
 }
 
@@ -304,7 +327,12 @@ count:
   %several.threads = icmp sgt i64 %threads, 1
   %several.chunks = icmp sgt i64 %k, 1
   %parallel = and i1 %several.threads, %several.chunks
-  br i1 %parallel, label %claim, label %inline
+  br i1 %parallel, label %calm, label %inline
+calm:                                               ; a worker lagged lately: go alone
+  %now = call i64 @tracegrad_now()
+  %calm.end = load atomic i64, ptr @calm.until monotonic, align 8
+  %calming = icmp slt i64 %now, %calm.end
+  br i1 %calming, label %inline, label %claim
 claim:                                              ; another caller has the pool: go alone
   %claimed = cmpxchg ptr @owned, i32 0, i32 1 seq_cst seq_cst
   %owner = extractvalue { i32, i1 } %claimed, 1
@@ -364,9 +392,11 @@ publish:
   store atomic i64 %word, ptr @work seq_cst, align 8
   store atomic i32 %generation.new, ptr @generation seq_cst, align 4
   call void @tracegrad_notify(ptr @generation, ptr @generation.sleepers)
+  %start = call i64 @tracegrad_now()
   %end0 = call i64 @tracegrad_chunk_begin(i64 1, i64 %q, i64 %r)
   call void %body(ptr %ctx, i64 0, i64 %end0)
-  call void @tracegrad_run_chunks()
+  %ran = call i64 @tracegrad_run_chunks()
+  %own.done = call i64 @tracegrad_now()
   %k.narrow = trunc i64 %k to i32
   br label %join
 join:
@@ -377,6 +407,32 @@ wait:
   call void @tracegrad_await_change(ptr @done, i32 %finished, ptr @done.sleepers)
   br label %join
 release:
+  ; A worker that is this far behind the caller's own pace was not running (another
+  ; process has its core): for a while, do not wait for threads that have no core. Each
+  ; lag in a row doubles the while, so a machine that stays busy costs one lag per
+  ; MOST_CALM_NS; a loop without lag starts the doubling over.
+  %all.done = call i64 @tracegrad_now()
+  %own = add nsw i64 %ran, 1
+  %own.ns = sub i64 %own.done, %start
+  %per.chunk = sdiv i64 %own.ns, %own
+  %lag = sub i64 %all.done, %own.done
+  %twice = mul i64 %per.chunk, 2
+  %bound = add i64 %twice, {lag_slack_ns}
+  %lagged = icmp sgt i64 %lag, %bound
+  br i1 %lagged, label %back.off, label %steady
+back.off:
+  %calm.length = load i64, ptr @calm.next, align 8
+  %calm.new = add i64 %all.done, %calm.length
+  store atomic i64 %calm.new, ptr @calm.until monotonic, align 8
+  %calm.doubled = shl i64 %calm.length, 1
+  %calm.long = icmp sgt i64 %calm.doubled, {most_calm_ns}
+  %calm.capped = select i1 %calm.long, i64 {most_calm_ns}, i64 %calm.doubled
+  store i64 %calm.capped, ptr @calm.next, align 8
+  br label %free
+steady:
+  store i64 {calm_ns}, ptr @calm.next, align 8
+  br label %free
+free:
   store atomic i32 0, ptr @owned seq_cst, align 4
   br label %exit
 exit:
