@@ -243,7 +243,8 @@ def _process() -> _Process:
     _optimize(module, machine, 0)
     object_code = ObjectCode(machine.emit_object(module), _external_symbols(module))
     runtime = _link(object_code, host.target_machine(0))
-    llvm.add_symbol(threads.PARALLEL_FOR, runtime.address(threads.PARALLEL_FOR))
+    for name in threads.EXPORTED:
+        llvm.add_symbol(name, runtime.address(name))
     return _Process(host, runtime)
 
 

@@ -41,7 +41,9 @@ life of the process. Between jobs a worker spins for a few tens of microseconds,
 next loop of the same program finds it awake (a round trip costs about 1 us), and then
 sleeps on a futex: waking a sleeping thread costs about 100 us on a 2-core VM, starting
 one about 50 us. A ``grain`` should therefore make a chunk at least several microseconds
-of work.
+of work. Code about to run something that brings threads of its own (a large OpenBLAS
+product) first calls ``tracegrad_pool_rest()``: idle workers then sleep at once instead of
+spinning on the cores those threads need, until the next parallel loop wakes them.
 
 The thread count lives in ``tracegrad_num_threads``, an ``i64`` owned by this module
 (``ctypes``) whose address the engine registers with LLVM; ``set_num_threads`` changes it
@@ -60,6 +62,8 @@ import warnings
 PARALLEL_FOR = "tracegrad_parallel_for"
 NUM_THREADS_SYMBOL = "tracegrad_num_threads"
 PARALLEL_FOR_DECLARATION = f"declare void @{PARALLEL_FOR}(ptr, ptr, i64, i64)"
+POOL_REST = "tracegrad_pool_rest"  # void(): idle workers stop spinning (see the docstring)
+EXPORTED = (PARALLEL_FOR, POOL_REST)  # what generated code may call
 ENVIRONMENT_VARIABLE = "TRACEGRAD_NUM_THREADS"
 
 
@@ -173,6 +177,7 @@ _RUNTIME_IR = r"""
 @workers.pid = internal global i32 0                ; the process they belong to
 @calm.until = internal global i64 0                 ; loops run inline until then (see below)
 @calm.next = internal global i64 {calm_ns}          ; how long the next calm lasts
+@resting = internal global i32 0                    ; 1: idle workers sleep without spinning
 
 declare i32 @pthread_create(ptr, ptr, ptr, ptr)
 declare i32 @pthread_detach(i64)                    ; pthread_t is unsigned long on Linux
@@ -206,8 +211,11 @@ spin:
 pause:
 {spin_hint}
   %round.next = add nsw i64 %round, 1
-  %spinning = icmp slt i64 %round.next, {spin_rounds}
-  br i1 %spinning, label %spin, label %sleep
+  %rest = load atomic i32, ptr @resting monotonic, align 4
+  %resting = icmp ne i32 %rest, 0
+  %spun = icmp sge i64 %round.next, {spin_rounds}
+  %stop = or i1 %resting, %spun
+  br i1 %stop, label %sleep, label %spin
 sleep:
   %counted = atomicrmw add ptr %sleepers, i32 1 seq_cst
   %now.counted = load atomic i32, ptr %word seq_cst, align 4
@@ -222,6 +230,13 @@ woke:
   %changed.woken = icmp ne i32 %now.woken, %old
   br i1 %changed.woken, label %done, label %sleep
 done:
+  ret void
+}
+
+; Idle workers: sleep now, do not spin (threads of a library are about to need the cores).
+define void @tracegrad_pool_rest() {
+entry:
+  store atomic i32 1, ptr @resting monotonic, align 4
   ret void
 }
 
@@ -390,6 +405,7 @@ publish:
   %unclaimed = sub nsw i64 %k, 1
   %word = or i64 %generation.shifted, %unclaimed
   store atomic i64 %word, ptr @work seq_cst, align 8
+  store atomic i32 0, ptr @resting monotonic, align 4
   store atomic i32 %generation.new, ptr @generation seq_cst, align 4
   call void @tracegrad_notify(ptr @generation, ptr @generation.sleepers)
   %start = call i64 @tracegrad_now()

@@ -33,13 +33,10 @@ from . import index as ix
 from .emitter import ValueEmitter
 from .expr import Load, cost, walk
 from .llvm_types import I64, MEMORY, PTR, VOID, is_float, to_memory, to_register
-from .matmul import work_ns
 from .nests import GemmCall, MapNest, Store
 
-# A parallel loop costs about 2 us more than a plain one while the pool's workers are awake
-# (runtime/threads.py), and nothing much when they sleep (the caller then runs it alone).
-PARALLEL_WORK_NS = 10_000  # a nest this costly (single-thread estimate) is worth threads
-CHUNK_WORK_NS = 4_000  # ... and no chunk of it is smaller than this
+PARALLEL_WORK_NS = 300_000  # a nest this costly (single-thread estimate) is worth threads
+CHUNK_WORK_NS = 120_000  # ... and no thread gets less than this much of it
 
 
 @dataclass
@@ -255,8 +252,7 @@ def emit_map(module, name: str, nest: MapNest, globals_: dict, noalias=True) -> 
 
     nested_loops(fn.b, sizes, innermost, [v.name for v in variables], (fn.begin, fn.end))
     fn.finish()
-    work = math.prod(domain) * (cost([a.value for a in actions if isinstance(a, Store)])
-                                + sum(work_ns(a) for a in actions if isinstance(a, GemmCall)))
+    work = math.prod(domain) * cost([a.value for a in actions if isinstance(a, Store)])
     plain = not nest.sequential and all(isinstance(a, Store) for a in actions)
     return [LoopFunction(fn.function, fn.buffers, sizes[0],
                          _grain(work, sizes[0], nest.sequential), _offsets_by_buffer(actions),

@@ -165,30 +165,19 @@ def _matmul(ctx: NestContext, node: Node, target: Buffer, transposed: bool = Fal
         m, out_batch = m * int(np.prod(out_batch)), ()  # (B, M, K) @ (K, N): one call
     lda, ldb = (m if atrans else k), (k if btrans else n)  # row lengths as stored
 
-    def call(idx):
+    def body(idx):
         a_at = matmul.batch_offset(idx, a.shape[:-2], out_batch, m * k) if out_batch \
             else ix.ZERO
         b_at = matmul.batch_offset(idx, b.shape[:-2], out_batch, k * n) if out_batch \
             else ix.ZERO
         c_at = ix.linear(idx, out_batch) * (m * n) if out_batch else ix.ZERO
         if transposed:  # C^T = op(B)^T op(A)^T
-            return GemmCall(bbuf, b_at, not btrans, ldb, abuf, a_at, not atrans, lda,
-                            target, c_at, n, m, k)
-        return GemmCall(abuf, a_at, atrans, lda, bbuf, b_at, btrans, ldb, target, c_at,
-                        m, n, k)
+            return [GemmCall(bbuf, b_at, not btrans, ldb, abuf, a_at, not atrans, lda,
+                             target, c_at, n, m, k)]
+        return [GemmCall(abuf, a_at, atrans, lda, bbuf, b_at, btrans, ldb, target, c_at,
+                         m, n, k)]
 
-    # Large products are cut into blocks (the last axis of the nest) that threads share.
-    axis, step, parts = matmul.split(call((ix.ZERO,) * len(out_batch)))
-
-    def body(idx):
-        if parts == 1:
-            return [call(idx)]
-        return [matmul.block(call(idx[:-1]), axis, step, idx[-1])]
-
-    domain = out_batch + ((parts,) if parts > 1 else ())
-    # Batch entries and blocks write apart; they may share threads if OpenBLAS does not.
-    ctx.nests.append(MapNest(domain, body, sequential=not matmul.threads_are_ours(),
-                             label=node.out.name))
+    ctx.nests.append(MapNest(out_batch, body, sequential=True, label=node.out.name))
 
 
 def swaps_last_two(node: Node) -> bool:

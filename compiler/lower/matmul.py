@@ -17,17 +17,6 @@ The loop nest stays as the fallback when no BLAS can be found (and as the baseli
 Transposed operands (`permute` of the last two axes, what autodiff makes for `x.T @ g`)
 are passed with BLAS's transpose flags, not copied; a batch broadcasts by stride 0, and
 `(B, M, K) @ (K, N)` is one call with B*M rows.
-
-**Threads are ours, not OpenBLAS's.** OpenBLAS splits a product across its own threads,
-statically, and they wait for each other by spinning: on two cores shared with anything
-else (our own pool, a PyTorch in the same process, another job) a product then waits for
-a thread that has no core — measured: a 64-128-128-10 MLP step went from 71 us to
-1.2-1.9 ms while another process ran, and an MNIST-sized product from 2.5 ms on one
-thread to 20 ms on "two". So a program runs OpenBLAS on one thread (it sets the count on
-entry and restores it on exit) and cuts each large product itself into up to
-`MOST_PARTS` blocks of rows or columns, fixed when the program is generated (so the bits
-never depend on the thread count), which the runtime's pool hands out dynamically
-(`runtime/threads.py`): a busy core only means the other thread takes more blocks.
 """
 
 from __future__ import annotations
@@ -35,11 +24,12 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from llvmlite import ir
 
 from ...runtime.once import once
+from ...runtime.threads import POOL_REST
 from ..ops.dtypes import float32, float64
 from . import index as ix
 from .llvm_types import F32, F64, I32, I64, PTR, VOID, constant
@@ -55,14 +45,20 @@ class Blas:
     sgemm: str
     dgemm: str
     index_bits: int  # 64 for ILP64 builds (NumPy's), 32 otherwise
-    threads: tuple | None  # (set, get) of OpenBLAS's thread count, if the library has them
+    set_threads: str | None  # openblas_set_num_threads, if the library has it
 
 
-MOST_PARTS = 4  # blocks a product is cut into, at most: a few per thread balance the load
-PART_MACS = 1 << 17  # multiply-adds a block has at least (a few microseconds on one core)
-PART_ALIGN = 16  # rows or columns per block: a multiple of the micro-kernels' widths
-NS_PER_MAC = 0.02  # one core's sgemm: about 100 GFLOP/s
-CALL_NS = 2000  # what a BLAS call costs beyond its arithmetic (packing, dispatch)
+# OpenBLAS splits any product of more than ~2^18 multiply-adds across its own threads,
+# which wait for each other by spinning. On two cores that share the machine with anything
+# else (our own threads, a PyTorch in the same process, another job), a product of a few
+# microseconds then takes milliseconds (measured: a 64-128-128-10 MLP step, 71 us with
+# one BLAS thread, 1.2-1.9 ms with two, while another process ran). Products smaller than
+# this run on one thread; the larger ones, where threads pay (an MNIST step's: 5.1 ms on
+# one, 3.2 ms on two), keep OpenBLAS's count, which the program restores after each small
+# product from `tracegrad_blas_threads` (read once from OpenBLAS when it is found).
+SINGLE_THREAD_BELOW = 1 << 22  # multiply-adds (m * n * k) of one product
+BLAS_THREADS_SYMBOL = "tracegrad_blas_threads"
+_blas_threads = ctypes.c_int64(1)
 
 _CANDIDATES = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 64),
                ("cblas_sgemm64_", "cblas_dgemm64_", 64),
@@ -101,7 +97,10 @@ def find_blas() -> Blas | None:
                 llvm.load_library_permanently(path)
                 threads = next(((setter, getter) for setter, getter in _THREAD_FUNCTIONS
                                 if hasattr(lib, setter) and hasattr(lib, getter)), None)
-                return Blas(path, sgemm, dgemm, bits, threads)
+                if threads:
+                    _blas_threads.value = max(1, int(getattr(lib, threads[1])()))
+                    llvm.add_symbol(BLAS_THREADS_SYMBOL, ctypes.addressof(_blas_threads))
+                return Blas(path, sgemm, dgemm, bits, threads and threads[0])
     return None
 
 
@@ -110,7 +109,7 @@ def use_blas() -> bool:
 
 
 def emit_gemm_call(b: ir.IRBuilder, emitter, call: GemmCall) -> None:
-    """`c = a @ b` for one matrix of the batch (or one block of it): one cblas_?gemm call."""
+    """`c = a @ b` for one matrix of the batch: one cblas_?gemm call."""
     blas = find_blas()
     dtype = call.c.dtype
     ft = F32 if dtype is float32 else F64
@@ -123,68 +122,22 @@ def emit_gemm_call(b: ir.IRBuilder, emitter, call: GemmCall) -> None:
     c = emitter.address(call.c, call.c_offset)
     i32 = lambda v: ir.Constant(I32, v)
     n = lambda v: ir.Constant(it, v)
-    m_size, n_size = n(call.m), n(call.n)
-    if call.left is not None:  # the last block of an uneven split is smaller
-        left = emitter.index(call.left)
-        left = b.trunc(left, it) if it is I32 else left
-        step = m_size if call.split == "m" else n_size
-        size = b.select(b.icmp_signed("<", left, step), left, step)
-        m_size, n_size = (size, n_size) if call.split == "m" else (m_size, size)
+    single = blas.set_threads and call.m * call.n * call.k < SINGLE_THREAD_BELOW
+    if not single:  # OpenBLAS's threads will want the cores our idle workers spin on
+        b.call(_declare(b.module, POOL_REST, ir.FunctionType(VOID, [])), [])
+    if single:
+        set_threads = _declare(b.module, blas.set_threads, ir.FunctionType(VOID, [I32]))
+        b.call(set_threads, [i32(1)])
     b.call(fn, [i32(ROW_MAJOR), i32(TRANS if call.a_trans else NO_TRANS),
-                i32(TRANS if call.b_trans else NO_TRANS), m_size, n_size, n(call.k),
+                i32(TRANS if call.b_trans else NO_TRANS), n(call.m), n(call.n), n(call.k),
                 constant(ft, 1.0), a, n(call.lda), bb, n(call.ldb), constant(ft, 0.0), c,
-                n(call.ldc)])
-
-
-def threads_are_ours() -> bool:
-    """Whether a program can turn OpenBLAS's own threads off (and so share products out
-    to the runtime's pool): the library has the functions for it."""
-    blas = find_blas()
-    return blas is not None and blas.threads is not None
-
-
-def split(call: GemmCall) -> tuple[str, int, int]:
-    """How to cut `call` into blocks: `(axis, step, parts)`, the larger of m and n cut
-    into `parts` blocks of `step` rows or columns (the last may be smaller). `parts` is 1
-    when the product is too small to share, or OpenBLAS's threads cannot be turned off."""
-    axis, size = ("m", call.m) if call.m >= call.n else ("n", call.n)
-    parts = min(MOST_PARTS, call.m * call.n * call.k // PART_MACS, size // PART_ALIGN)
-    if not threads_are_ours() or parts < 2:
-        return axis, size, 1
-    step = -(-size // parts)
-    step = -(-step // PART_ALIGN) * PART_ALIGN
-    return axis, step, -(-size // step)
-
-
-def block(call: GemmCall, axis: str, step: int, index: ix.Index) -> GemmCall:
-    """Block `index` of `call` cut along `axis` every `step` rows or columns."""
-    first = index * step
-    total = call.m if axis == "m" else call.n
-    left = None if total % step == 0 else ix.as_index(total) - first
-    if axis == "m":  # rows of op(a) and of c
-        a_offset = call.a_offset + (first if call.a_trans else first * call.lda)
-        return replace(call, a_offset=a_offset, c_offset=call.c_offset + first * call.ldc,
-                       m=step, split=axis, left=left)
-    b_offset = call.b_offset + (first * call.ldb if call.b_trans else first)
-    return replace(call, b_offset=b_offset, c_offset=call.c_offset + first, n=step,
-                   split=axis, left=left)
-
-
-def work_ns(call: GemmCall) -> float:
-    """A single core's time for `call`, for deciding what is worth threads."""
-    return CALL_NS + NS_PER_MAC * call.m * call.n * call.k
-
-
-def emit_single_threaded(b: ir.IRBuilder):
-    """Run OpenBLAS on one thread from here on; returns `restore()`, which emits putting
-    back the count it had (see the module docstring)."""
-    setter, getter = find_blas().threads
-    module = b.module
-    get = _declare(module, getter, ir.FunctionType(I32, []))
-    set_ = _declare(module, setter, ir.FunctionType(VOID, [I32]))
-    saved = b.call(get, [], name="blas.threads")
-    b.call(set_, [ir.Constant(I32, 1)])
-    return lambda: b.call(set_, [saved])
+                n(call.n)])
+    if single:
+        count = b.module.globals.get(BLAS_THREADS_SYMBOL)
+        if count is None:
+            count = ir.GlobalVariable(b.module, I64, BLAS_THREADS_SYMBOL)
+            count.linkage = "external"
+        b.call(set_threads, [b.trunc(b.load(count, typ=I64), I32)])
 
 
 def _declare(module, name: str, fnty):
@@ -215,8 +168,12 @@ def flops(m: int, n: int, k: int, batch: int = 1) -> int:
 def blas_threads() -> int:
     """How many threads OpenBLAS uses (it keeps its own pool)."""
     blas = find_blas()
-    if blas is None or blas.threads is None:
+    if blas is None:
         return 0
-    return int(getattr(ctypes.CDLL(blas.path), blas.threads[1])())
+    lib = ctypes.CDLL(blas.path)
+    for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads"):
+        if hasattr(lib, name):
+            return int(getattr(lib, name)())
+    return 0
 
 

@@ -57,13 +57,6 @@ class GemmCall:
     m: int
     n: int
     k: int
-    ldc: int = 0  # row length of c as stored (0: n)
-    split: str = ""  # "m" or "n" if this is a block of a product cut along that axis...
-    left: ix.Index | None = None  # ... and the rows or columns left from its start, if
-    #                               the last block is smaller (the size is min(m|n, left))
-
-    def __post_init__(self):
-        self.ldc = self.ldc or self.n
 
 
 Body = Callable[[tuple], list]

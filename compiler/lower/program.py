@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ...runtime.threads import PARALLEL_FOR
-from . import matmul
 from .expr import Buffer
 from .llvm_types import I8, I64, MEMORY, PTR, VOID
 from .loops import emit_map
@@ -99,10 +98,10 @@ def emit_program(plan: ProgramPlan, memory_plan=None) -> EmittedProgram:
     layout = _layout(plan, kernels, memory_plan)
     entries = [_kernel_function(module, name, functions, layout, globals_)
                for name, functions in kernels if functions]
+    _entry(module, entries, layout)
+    names = [name for name, functions in kernels if functions]
     uses_blas = any(getattr(g, "name", "").endswith(("gemm64_", "gemm"))
                     for g in module.globals.values() if isinstance(g, ir.Function))
-    _entry(module, entries, layout, uses_blas)
-    names = [name for name, functions in kernels if functions]
     return EmittedProgram(str(module), layout, names, uses_blas)
 
 
@@ -244,7 +243,7 @@ def _parallel_call(module, b: ir.IRBuilder, fn, args: list) -> None:
     b.call(pfor, [body, slots, ir.Constant(I64, fn.trips), ir.Constant(I64, fn.grain)])
 
 
-def _entry(module, kernels: list, layout: Layout, uses_blas: bool) -> None:
+def _entry(module, kernels: list, layout: Layout) -> None:
     entry = ir.Function(module, ir.FunctionType(VOID, [PTR]), name=ENTRY)
     table = entry.args[0]
     table.name = "table"
@@ -267,12 +266,8 @@ def _entry(module, kernels: list, layout: Layout, uses_blas: bool) -> None:
     for buf, offset in layout.offsets.items():
         pointers[buf] = b.gep(arena, [ir.Constant(I64, offset)], inbounds=True,
                               source_etype=I8, name=buf.name)
-    restore_blas = matmul.emit_single_threaded(b) if uses_blas and matmul.threads_are_ours() \
-        else None
     for kernel, buffers in kernels:
         b.call(kernel, [pointers[buf] for buf in buffers])
-    if restore_blas:
-        restore_blas()
     b.ret_void()
 
 
