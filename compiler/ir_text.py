@@ -30,6 +30,7 @@ is the declared type of the node's output, which `verify` checks against the sha
 from __future__ import annotations
 
 import ast
+import hashlib
 import io
 import re
 import tokenize
@@ -71,26 +72,51 @@ def print_graph(graph: Graph) -> str:
         v0 = mul(x0, 2.0)                             # f32[3]      f.py:2
         return (v0,)
     """
+    return _graph_text(graph, _format_array)
+
+
+def digest_graph(graph: Graph) -> str:
+    """A SHA-256 that names what `graph` computes: its text without source locations, with
+    every array spelled by a hash of its bytes (printing a large constant digit by digit
+    costs more than compiling it).
+
+    >>> from tracegrad.compiler.ir import GraphBuilder
+    >>> from tracegrad.compiler.ops import float32
+    >>> def f(scale):
+    ...     b = GraphBuilder("f"); x = b.add_input((3,), float32)
+    ...     b.set_outputs([b.add_node("mul", [x, scale])])
+    ...     return digest_graph(b.build())
+    >>> f(2.0) == f(2.0), f(2.0) == f(-2.0)
+    (True, False)
+    """
+    text = _graph_text(graph, _hash_array, locations=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _graph_text(graph: Graph, format_array, locations: bool = True) -> str:
     params = ", ".join(f"{v.name}: {format_type(v.shape, v.dtype)}" for v in graph.inputs)
     lines = [f"def {graph.name}({params}):"]
-    lines += [_format_node(node) for node in graph.nodes]
+    lines += [_format_node(node, format_array, locations) for node in graph.nodes]
     names = [v.name for v in graph.outputs]
     lines.append(f"    return ({', '.join(names)}{',' if len(names) == 1 else ''})")
     return "\n".join(lines) + "\n"
 
 
-def _format_node(node: Node) -> str:
+def _format_node(node: Node, format_array, locations: bool) -> str:
     if node.op == "constant":
-        args = [format_value(node.attrs["value"])]
+        args = [format_value(node.attrs["value"], format_array)]
     else:
-        args = [x.name if isinstance(x, Value) else format_value(x) for x in node.inputs]
-        args += [f"{key}={format_value(value)}" for key, value in node.attrs.items()]
+        args = [x.name if isinstance(x, Value) else format_value(x, format_array)
+                for x in node.inputs]
+        args += [f"{key}={format_value(value, format_array)}"
+                 for key, value in node.attrs.items()]
     code = f"    {node.out.name} = {node.op}({', '.join(args)})"
-    comment = f"# {format_type(node.out.shape, node.out.dtype):<{TYPE_WIDTH}} {node.loc or ''}"
+    where = node.loc if locations and node.loc else ""
+    comment = f"# {format_type(node.out.shape, node.out.dtype):<{TYPE_WIDTH}} {where}"
     return f"{code:<{CODE_WIDTH}} {comment}".rstrip()
 
 
-def format_value(value: Any) -> str:
+def format_value(value: Any, format_array=None) -> str:
     """One attribute value or scalar input in the text form.
 
     >>> import numpy as np
@@ -104,14 +130,14 @@ def format_value(value: Any) -> str:
     if isinstance(value, DType):
         return SHORT_NAMES[value]
     if type(value) is tuple:
-        inner = ", ".join(map(format_value, value))
+        inner = ", ".join(format_value(item, format_array) for item in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
     if type(value) is list:
-        return f"[{', '.join(map(format_value, value))}]"
+        return f"[{', '.join(format_value(item, format_array) for item in value)}]"
     if isinstance(value, slice):
         return f"slice({', '.join(map(format_value, (value.start, value.stop, value.step)))})"
     if isinstance(value, np.ndarray) and check_attr(value) is None:
-        return _format_array(value)
+        return (format_array or _format_array)(value)
     raise IRError(f"can't print {value!r:.60}: {check_attr(value)}")
 
 
@@ -122,6 +148,11 @@ def _format_array(array: np.ndarray) -> str:
     # A nested list can't say how long an empty axis after the first is: say the shape.
     shape = f", shape={format_value(array.shape)}" if array.size == 0 and array.ndim != 1 else ""
     return f"array({body}{shape}, dtype={SHORT_NAMES[dtype]})"
+
+
+def _hash_array(array: np.ndarray) -> str:
+    data = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    return f"array<{SHORT_NAMES[from_numpy(array.dtype)]}{list(array.shape)} {data}>"
 
 
 def _format_nested(items: Any, single: bool) -> str:

@@ -16,6 +16,7 @@ schedule runs on the reference NumPy kernels instead (`run_schedule`), and
 from __future__ import annotations
 
 import os
+from functools import cached_property
 
 from .ir import Graph
 from .memory_plan import plan_memory
@@ -29,18 +30,28 @@ def native_by_default() -> bool:
 
 
 class Program:
-    """`graph` scheduled and planned; `run(*arrays)` has `run_graph`'s contract."""
+    """`graph` scheduled and planned; `run(*arrays)` has `run_graph`'s contract.
+
+    The native backend schedules the graph itself, and not at all when it finds the
+    program stored (`compiler/lower/stored_program.py`), so `schedule` and `plan` are
+    made when first asked for: by the NumPy executor, or to be shown."""
 
     def __init__(self, graph: Graph, native: bool | None = None, cache: bool = True):
         self.graph = graph
-        self.schedule = schedule(graph)
-        # Outputs (new parameters, gradients) get buffers of their own: they outlive the
-        # call, so keeping them in the arena would only pin arena space to the end.
-        self.plan = plan_memory(self.schedule, outputs_in_arena=False)
         self.native = None
         self.fallback_reason = None
         if native_by_default() if native is None else native:
             self._compile(cache)
+
+    @cached_property
+    def schedule(self):
+        return schedule(self.graph)
+
+    @cached_property
+    def plan(self):
+        # Outputs (new parameters, gradients) get buffers of their own: they outlive the
+        # call, so keeping them in the arena would only pin arena space to the end.
+        return plan_memory(self.schedule, outputs_in_arena=False)
 
     def _compile(self, cache: bool) -> None:
         from .lower import NativeProgram, can_lower
@@ -54,7 +65,7 @@ class Program:
             from ..runtime.cache import ProgramCache
 
             program_cache = ProgramCache(enabled=False)
-        self.native = NativeProgram(self.schedule, memory_plan=self.plan, cache=program_cache)
+        self.native = NativeProgram(self.graph, cache=program_cache)
 
     def fresh_outputs(self) -> list:
         """Per graph output: whether `run` always returns a new array no one else holds."""

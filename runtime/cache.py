@@ -7,9 +7,14 @@ string, the tuning of LLVM's pipeline, this file's format version). Same key, sa
 On disk (``~/.cache/tracegrad``, or ``TRACEGRAD_CACHE_DIR``) each entry is one file,
 ``<key>.tgo``::
 
-    tracegrad-object 1\\n
-    {"key": ..., "size": ..., "sha256": ..., "externals": [...]}\\n
-    <object code>
+    tracegrad-object 2\\n
+    {"key": ..., "size": ..., "extra": ..., "sha256": ..., "externals": [...]}\\n
+    <object code><extra bytes>
+
+The extra bytes are what the caller stored with the program (``keep``): the compiler keeps
+a program's binding there, under a key it computes before lowering (see
+``compiler/lower/stored_program.py``); programs stored by IR hash have none. The checksum
+covers both.
 
 Entries are written to a temporary file in the same directory and renamed over the
 target (``os.replace`` is atomic), so a reader sees a whole entry or none, and two
@@ -47,7 +52,7 @@ from .engine import (
 )
 from .once import once
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAGIC = b"tracegrad-object %d\n" % FORMAT_VERSION
 SUFFIX = ".tgo"
 ENVIRONMENT_VARIABLE = "TRACEGRAD_CACHE_DIR"
@@ -100,6 +105,7 @@ class ProgramCache:
         self.enabled = enabled
         self.stats = CacheStats()
         self._programs: dict[str, NativeModule] = {}
+        self._kept: dict[str, tuple[NativeModule, bytes]] = {}
         self._lock = threading.Lock()
         self._warned = False
 
@@ -125,6 +131,30 @@ class ProgramCache:
                 self.stats.memory_hits += 1
             return native
 
+    def find(self, key: str, entry_points: list[str]) -> tuple[NativeModule, bytes] | None:
+        """The module stored under ``key`` by ``keep``, and the bytes kept with it (from
+        memory, else from disk), or None."""
+        found = self._kept.get(key)
+        if found is not None:
+            self.stats.memory_hits += 1
+            return found
+        entry = self._read(key) if self.enabled else None
+        if entry is None:
+            return None
+        native = self._loaded(key, entry[0], entry_points)
+        if native is None:
+            return None
+        self.stats.disk_hits += 1
+        with self._lock:
+            return self._kept.setdefault(key, (native, entry[1]))
+
+    def keep(self, key: str, native: NativeModule, extra: bytes) -> None:
+        """Store ``native``'s code and ``extra`` under ``key`` too, for ``find``."""
+        with self._lock:
+            self._kept[key] = (native, extra)
+        if self.enabled:
+            self._write(key, native.object_code, extra)
+
     def entry_path(self, key: str) -> pathlib.Path:
         return self.directory / (key + SUFFIX)
 
@@ -132,6 +162,7 @@ class ProgramCache:
         """Forget the programs held in memory (those in use stay alive while referenced)."""
         with self._lock:
             self._programs.clear()
+            self._kept.clear()
 
     def _build(self, key: str, ir_text: str, entry_points: list[str],
                use_disk: bool) -> NativeModule:
@@ -147,9 +178,11 @@ class ProgramCache:
 
     def _load_entry(self, key: str, entry_points: list[str]) -> NativeModule | None:
         """The program stored on disk under ``key``, or None (then it is compiled)."""
-        object_code = self._read(key)
-        if object_code is None:
-            return None
+        entry = self._read(key)
+        return None if entry is None else self._loaded(key, entry[0], entry_points)
+
+    def _loaded(self, key: str, object_code: ObjectCode,
+                entry_points: list[str]) -> NativeModule | None:
         try:
             return self.engine.load_object(object_code, entry_points)
         except CompileError as error:  # intact, but not a program this process can use
@@ -157,7 +190,7 @@ class ProgramCache:
             log.warning("ignoring cache entry %s: %s; recompiling", self.entry_path(key), error)
             return None
 
-    def _read(self, key: str) -> ObjectCode | None:
+    def _read(self, key: str) -> tuple[ObjectCode, bytes] | None:
         path = self.entry_path(key)
         try:
             data = path.read_bytes()
@@ -173,14 +206,14 @@ class ProgramCache:
             log.warning("ignoring cache entry %s: %s; recompiling", path, error)
             return None
 
-    def _write(self, key: str, object_code: ObjectCode) -> None:
+    def _write(self, key: str, object_code: ObjectCode, extra: bytes = b"") -> None:
         temporary = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-",
                                                  suffix=SUFFIX)
             with os.fdopen(handle, "wb") as file:
-                file.write(encode_entry(key, object_code))
+                file.write(encode_entry(key, object_code, extra))
             os.replace(temporary, self.entry_path(key))
         except OSError as error:
             self.stats.failed_writes += 1
@@ -193,16 +226,18 @@ class ProgramCache:
                               RuntimeWarning, stacklevel=4)
 
 
-def encode_entry(key: str, object_code: ObjectCode) -> bytes:
-    """The bytes of a cache file for ``object_code`` under ``key``."""
-    header = {"key": key, "size": len(object_code.code),
-              "sha256": hashlib.sha256(object_code.code).hexdigest(),
+def encode_entry(key: str, object_code: ObjectCode, extra: bytes = b"") -> bytes:
+    """The bytes of a cache file for ``object_code`` (and ``extra``) under ``key``."""
+    body = object_code.code + extra
+    header = {"key": key, "size": len(object_code.code), "extra": len(extra),
+              "sha256": hashlib.sha256(body).hexdigest(),
               "externals": list(object_code.externals)}
-    return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + object_code.code
+    return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + body
 
 
-def decode_entry(data: bytes, key: str) -> ObjectCode:
-    """The object code in a cache file, or ``CorruptEntryError`` saying why it cannot be trusted."""
+def decode_entry(data: bytes, key: str) -> tuple[ObjectCode, bytes]:
+    """The object code and extra bytes in a cache file, or ``CorruptEntryError`` saying why
+    it cannot be trusted."""
     if not data.startswith(MAGIC):
         raise CorruptEntryError("not a tracegrad cache entry of this format")
     end = data.find(b"\n", len(MAGIC))
@@ -210,20 +245,23 @@ def decode_entry(data: bytes, key: str) -> ObjectCode:
         raise CorruptEntryError("truncated header")
     try:
         header = json.loads(data[len(MAGIC):end])
-        expected = (header["key"], header["size"], header["sha256"], header["externals"])
+        expected = (header["key"], header["size"], header["sha256"], header["externals"],
+                    header["extra"])
     except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise CorruptEntryError(f"unreadable header ({error})") from None
     if not (isinstance(expected[1], int) and isinstance(expected[3], list)
+            and isinstance(expected[4], int)
             and all(isinstance(name, str) for name in expected[3])):
         raise CorruptEntryError("header fields of the wrong types")
-    code = data[end + 1:]
+    body = data[end + 1:]
     if expected[0] != key:
         raise CorruptEntryError("entry is for another key")
-    if len(code) != expected[1]:
-        raise CorruptEntryError(f"object code is {len(code)} bytes, header says {expected[1]}")
-    if hashlib.sha256(code).hexdigest() != expected[2]:
+    if len(body) != expected[1] + expected[4]:
+        raise CorruptEntryError(f"entry holds {len(body)} bytes, header says "
+                                f"{expected[1]} + {expected[4]}")
+    if hashlib.sha256(body).hexdigest() != expected[2]:
         raise CorruptEntryError("object code does not match its checksum")
-    return ObjectCode(code, tuple(expected[3]))
+    return ObjectCode(body[:expected[1]], tuple(expected[3])), body[expected[1]:]
 
 
 def _remove_quietly(path: str) -> None:

@@ -238,12 +238,13 @@ def _process() -> _Process:
     host = HostTarget.detect()
     # The threading runtime is a few branches around pthread calls: O0 compiles it in a
     # third of the time, which a process that only loads cached programs would notice.
-    module = _parse(threads.RUNTIME_IR)
+    module = _parse(threads.runtime_ir(host.triple))
     machine = host.target_machine(0)
     _optimize(module, machine, 0)
     object_code = ObjectCode(machine.emit_object(module), _external_symbols(module))
     runtime = _link(object_code, host.target_machine(0))
-    llvm.add_symbol(threads.PARALLEL_FOR, runtime.address(threads.PARALLEL_FOR))
+    for name in threads.EXPORTED:
+        llvm.add_symbol(name, runtime.address(name))
     return _Process(host, runtime)
 
 

@@ -31,6 +31,7 @@ from .lowering import install, lowering_of
 from .plan import Kernel, kernel_name, plan_program, trivial_kernels
 from .program import ENTRY, emit_program
 from .scalar import supports
+from .stored_program import Binding, program_key
 from .views import IndexPlan
 
 _build_lock = threading.Lock()  # the expression and index tables are process-wide
@@ -137,6 +138,10 @@ class NativeProgram:
     `memory_plan` (a `compiler.memory_plan.MemoryPlan`) places the stored values. `cache`
     is a runtime `ProgramCache` (default: the process's). `compile_seconds` says how long
     lowering plus LLVM took. `run(*arrays)` runs it (an attribute made by `_runner`).
+
+    A graph lowered the default way is also stored under a key of the graph itself
+    (`stored_program.py`): a program found there is not lowered at all, and its LLVM IR
+    (`ir`) is made again only if someone asks to see it.
     """
 
     def __init__(self, graph_or_schedule, *, kernels: list | None = None, cache=None,
@@ -151,61 +156,85 @@ class NativeProgram:
         ok, why = can_lower(graph)
         if not ok:
             raise NotLowerable(why)
+        from ...runtime.cache import default_cache
+
         self.graph = graph
+        self.cache = cache or default_cache()
+        self._lowering = (kernels, memory_plan, fuse)
+        self.lower_seconds = 0.0
+        start = time.perf_counter()
+        by_graph = kernels is None and memory_plan is None
+        key = program_key(graph, fuse, self.cache.engine) if by_graph else None
+        binding = self._stored(key) if key else None
+        if binding is None:
+            binding = self._lower()
+            # Stored by graph, it is found by graph: a second entry under the IR's hash
+            # would only double the disk writes.
+            self.native = self.cache.compile_module(self.ir, [ENTRY], use_disk=not key)
+            if key:
+                self.cache.keep(key, self.native, binding.to_bytes())
+        self.kernel_names = binding.kernel_names
+        self._function = self.native.function(ENTRY, None, [ctypes.c_void_p])
+        self.compile_seconds = time.perf_counter() - start
+        self._prepare(binding)
+
+    def _stored(self, key: str) -> Binding | None:
+        """The binding stored under `key` (with `self.native` set), or None."""
+        found = self.cache.find(key, [ENTRY])
+        if found is None:
+            return None
+        try:
+            binding = Binding.from_bytes(found[1])
+        except ValueError as error:  # intact file, unreadable binding: lower anew
+            warnings.warn(f"tracegrad: ignoring a stored program ({error})", RuntimeWarning,
+                          stacklevel=3)
+            return None
+        self.native = found[0]
+        return binding
+
+    def _lower(self) -> Binding:
+        """Schedule (unless given), plan and emit the LLVM IR; what the caller binds."""
+        kernels, memory_plan, fuse = self._lowering
         start = time.perf_counter()
         with _build_lock:
             try:
                 if kernels is None:
-                    kernels, planned = kernels_for(graph, fuse)
+                    kernels, planned = kernels_for(self.graph, fuse)
                     memory_plan = memory_plan or planned
-                self.kernels = kernels
-                self.plan = plan_program(graph, self.kernels)
+                self.kernels, self.memory_plan = kernels, memory_plan
+                self.plan = plan_program(self.graph, kernels)
                 emitted = emit_program(self.plan, memory_plan)
             finally:
                 expr.clear_interned()
-        self.ir, self.layout, self.kernel_names = emitted.ir, emitted.layout, emitted.kernel_names
-        self.memory_plan = memory_plan
+        self._ir, self.layout = emitted.ir, emitted.layout
         self.lower_seconds = time.perf_counter() - start
         if emitted.uses_blas:
             matmul.find_blas()  # its symbols must be known before the code is linked
-        from ...runtime.cache import default_cache
+        return _binding(self.graph, self.plan, emitted)
 
-        self.cache = cache or default_cache()
-        self.native = self.cache.compile_module(self.ir, [ENTRY])
-        self._function = self.native.function(ENTRY, None, [ctypes.c_void_p])
-        self.compile_seconds = time.perf_counter() - start
-        self._prepare()
+    @property
+    def ir(self) -> str:
+        """The program's LLVM IR (made now if the program came from the store)."""
+        if not hasattr(self, "_ir"):
+            self._lower()
+        return self._ir
 
-    def _prepare(self) -> None:
-        layout = self.layout
+    def _prepare(self, binding: Binding) -> None:
         self._inputs = [(v.shape, v.dtype.numpy) for v in self.graph.inputs]
-        self._outputs = [(n, buf.shape, buf.dtype.numpy)
-                         for n, buf in enumerate(layout.outputs, len(layout.inputs))]
-        self._tables = [np.ascontiguousarray(b.data) for b in layout.tables]
+        self._outputs = binding.outputs
+        self._tables = [np.ascontiguousarray(array) for array in binding.tables]
+        self._slots, self._arena_bytes = binding.slots, binding.arena_bytes
         self._states: list = []  # (table, its address, arena): one per concurrent call
-        positions = {v: i for i, v in enumerate(self.graph.inputs)}
-        produced = {buf: k for k, buf in enumerate(layout.outputs)}
-        self._results = []  # per graph output: ("out", k) | ("in", i) | ("const", array)
-        for v in self.graph.outputs:
-            if v in self.plan.outputs:
-                self._results.append(("out", produced[self.plan.outputs[v]]))
-            elif v in positions:
-                self._results.append(("in", positions[v]))
-            else:
-                value = self.plan.constants[v]
-                array = value.data if isinstance(value, expr.Buffer) else \
-                    np.full(v.shape, value, dtype=v.dtype.numpy)
-                self._results.append(("const", array))
+        self._results = binding.results
         self.run = self._runner()  # run(*arrays): the graph's outputs (see `_runner`)
 
     def _new_state(self):
         """A buffer table with the arena and large constants filled in (they never move)."""
         from ...runtime.buffers import Arena, data_pointer
 
-        layout = self.layout
-        table = np.zeros(max(layout.slots, 1), dtype=np.uintp)
-        arena = Arena(layout.arena_bytes)
-        base = len(layout.inputs) + len(layout.outputs)
+        table = np.zeros(max(self._slots, 1), dtype=np.uintp)
+        arena = Arena(self._arena_bytes)
+        base = len(self._inputs) + len(self._outputs)
         table[base] = arena.address
         for j, array in enumerate(self._tables):
             table[base + 1 + j] = data_pointer(array)
@@ -271,6 +300,28 @@ class NativeProgram:
         from ..ir import IRError
 
         raise IRError(f"{self.graph.name} takes {len(self._inputs)} inputs, got {len(arrays)}")
+
+
+def _binding(graph: Graph, plan, emitted) -> Binding:
+    """How the caller's arrays meet the emitted program (see `Binding`)."""
+    layout = emitted.layout
+    outputs = [(slot, buf.shape, np.dtype(buf.dtype.numpy).name)
+               for slot, buf in enumerate(layout.outputs, len(layout.inputs))]
+    positions = {v: i for i, v in enumerate(graph.inputs)}
+    produced = {buf: k for k, buf in enumerate(layout.outputs)}
+    results = []  # per graph output: ("out", k) | ("in", i) | ("const", array)
+    for v in graph.outputs:
+        if v in plan.outputs:
+            results.append(("out", produced[plan.outputs[v]]))
+        elif v in positions:
+            results.append(("in", positions[v]))
+        else:
+            value = plan.constants[v]
+            array = value.data if isinstance(value, expr.Buffer) else \
+                np.full(v.shape, value, dtype=v.dtype.numpy)
+            results.append(("const", array))
+    return Binding(layout.slots, layout.arena_bytes, outputs, [b.data for b in layout.tables],
+                   results, emitted.kernel_names, emitted.uses_blas)
 
 
 def run_native(graph: Graph, *arrays, **options) -> list:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ...runtime.once import once
+from ...runtime.threads import POOL_REST
 from ..ops.dtypes import float32, float64
 from . import index as ix
 from .llvm_types import F32, F64, I32, I64, PTR, VOID, constant
@@ -122,6 +123,8 @@ def emit_gemm_call(b: ir.IRBuilder, emitter, call: GemmCall) -> None:
     i32 = lambda v: ir.Constant(I32, v)
     n = lambda v: ir.Constant(it, v)
     single = blas.set_threads and call.m * call.n * call.k < SINGLE_THREAD_BELOW
+    if not single:  # OpenBLAS's threads will want the cores our idle workers spin on
+        b.call(_declare(b.module, POOL_REST, ir.FunctionType(VOID, [])), [])
     if single:
         set_threads = _declare(b.module, blas.set_threads, ir.FunctionType(VOID, [I32]))
         b.call(set_threads, [i32(1)])

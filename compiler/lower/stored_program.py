@@ -1,0 +1,139 @@
+"""What a compiled program needs beside its machine code, stored with it on disk.
+
+Lowering a graph to LLVM IR costs tens of milliseconds in Python, and the runtime cache's
+usual key is a hash of that IR, so even a warm cache paid for it. A program is therefore
+also stored under a key computed *before* lowering, together with its `Binding`: how the
+caller's arrays and the constants fill the buffer table, the arena's size, and where each
+graph output comes from. A hit skips scheduling, lowering and LLVM altogether.
+
+The key must change whenever the machine code could. It hashes:
+
+* the graph, exactly (`ir_text.digest_graph`: its text, arrays by the hash of their
+  bytes);
+* the lowering options: `fuse`, and the matmul backend (`matmul.BACKEND`, which
+  ``TRACEGRAD_MATMUL`` sets);
+* the source of every module of the compiler and the runtime, so editing or upgrading
+  tracegrad never loads code made by another version;
+* NumPy's version and the data-pointer offset the IR hard-codes, and the BLAS library
+  whose symbols it calls;
+* the Python version, and (through `runtime.cache.cache_key`) llvmlite, LLVM, the target
+  triple, the CPU name and features and LLVM's pipeline tuning.
+
+An entry that fails its checksum or does not decode is rebuilt, never trusted.
+
+>>> Binding(slots=3, arena_bytes=64, outputs=[(1, (2,), "float32")], tables=[],
+...         results=[("out", 0)], kernel_names=["k0_exp"], uses_blas=False).to_bytes()[:1]
+b'{'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pathlib
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...runtime.once import once
+from ..ir_text import digest_graph
+from . import matmul
+
+@once
+def compiler_fingerprint() -> str | None:
+    """A hash of the compiler's and the runtime's source files, or None if they cannot
+    be read (then programs are not stored by graph: a key must never miss a change)."""
+    from ...runtime import engine
+
+    packages = [pathlib.Path(__file__).resolve().parents[1],  # compiler/
+                pathlib.Path(engine.__file__).resolve().parent]  # runtime/
+    try:
+        digest = hashlib.sha256()
+        for package in packages:
+            files = sorted(package.rglob("*.py"))
+            if not files:
+                return None
+            for path in files:
+                digest.update(str(path.relative_to(package)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+        return digest.hexdigest()
+    except OSError:
+        return None
+
+
+def program_key(graph, fuse: bool, engine) -> str | None:
+    """The key a program for `graph` is stored under, or None if it cannot be stored."""
+    from ...runtime.cache import cache_key
+    from .program import data_pointer_offset
+
+    fingerprint = compiler_fingerprint()
+    if fingerprint is None:
+        return None
+    blas = matmul.find_blas()
+    parts = ["stored-program 1", f"compiler={fingerprint}", f"fuse={fuse}",
+             f"matmul={matmul.BACKEND!r}", f"blas={blas!r}", f"python={sys.version_info[:2]}",
+             f"numpy={np.__version__}", f"data_pointer_offset={data_pointer_offset()}",
+             f"graph={digest_graph(graph)}"]
+    return cache_key("\n".join(parts), engine)
+
+
+@dataclass
+class Binding:
+    """How a compiled program meets its caller (`NativeProgram` runs from this alone).
+
+    slots:        entries of the buffer table (inputs, outputs, arena, tables)
+    arena_bytes:  the size of the arena, the table entry after the outputs
+    outputs:      per output array made by a call: (table slot, shape, dtype name)
+    tables:       the large constants, in table order after the arena
+    results:      per graph output: ("out", k) | ("in", i) | ("const", array)
+    """
+
+    slots: int
+    arena_bytes: int
+    outputs: list
+    tables: list
+    results: list
+    kernel_names: list
+    uses_blas: bool
+
+    def to_bytes(self) -> bytes:
+        """JSON, then the arrays' bytes (`np.save` format) after a newline."""
+        arrays = list(self.tables) + [what for kind, what in self.results if kind == "const"]
+        blob = io.BytesIO()
+        sizes = []
+        for array in arrays:
+            start = blob.tell()
+            np.save(blob, np.ascontiguousarray(array), allow_pickle=False)
+            sizes.append(blob.tell() - start)
+        constants = iter(range(len(self.tables), len(arrays)))
+        header = {"slots": self.slots, "arena_bytes": self.arena_bytes,
+                  "outputs": [[slot, list(shape), dtype] for slot, shape, dtype in self.outputs],
+                  "tables": len(self.tables), "array_sizes": sizes,
+                  "results": [[kind, next(constants) if kind == "const" else what]
+                              for kind, what in self.results],
+                  "kernel_names": self.kernel_names, "uses_blas": self.uses_blas}
+        return json.dumps(header).encode() + b"\n" + blob.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Binding:
+        """The binding `to_bytes` wrote; ValueError if `data` is anything else."""
+        end = data.find(b"\n")
+        try:
+            header = json.loads(data[:end])
+            arrays, offset = [], end + 1
+            for size in header["array_sizes"]:
+                arrays.append(np.load(io.BytesIO(data[offset:offset + size]), allow_pickle=False))
+                offset += size
+            if offset != len(data):
+                raise ValueError("trailing bytes")
+            tables = arrays[:header["tables"]]
+            results = [(kind, arrays[what] if kind == "const" else int(what))
+                       for kind, what in header["results"]]
+            outputs = [(int(slot), tuple(shape), str(dtype))
+                       for slot, shape, dtype in header["outputs"]]
+            return cls(int(header["slots"]), int(header["arena_bytes"]), outputs, tables,
+                       results, list(header["kernel_names"]), bool(header["uses_blas"]))
+        except (KeyError, TypeError, IndexError, EOFError, OSError) as error:
+            raise ValueError(f"not a stored program binding ({error})") from None
