@@ -13,11 +13,14 @@ gradients are checked against the float64 NumPy reference before it is timed.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import os
 import re
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import tracemalloc
 
@@ -34,6 +37,11 @@ def load_peers(names) -> dict:
     """Module-like peers by name; a peer that is not installed is left out."""
     peers = {}
     if "tracegrad" in names:
+        # An empty disk cache of its own, so that a first call compiles (a warm cache would
+        # skip lowering and LLVM: bench/cold_start.py measures that case).
+        cache = tempfile.mkdtemp(prefix="tracegrad-bench-")
+        atexit.register(shutil.rmtree, cache, True)
+        os.environ["TRACEGRAD_CACHE_DIR"] = cache
         import tracegrad
 
         peers["tracegrad eager"] = tracegrad
