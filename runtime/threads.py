@@ -37,13 +37,20 @@ The contract of ``tracegrad_parallel_for(body, ctx, n, grain)``:
 
 The pool: ``num_threads() - 1`` workers, started with ``pthread_create`` the first time
 they are needed (again in a forked child, which inherits none of them) and kept for the
-life of the process. Between jobs a worker spins for a few tens of microseconds, so the
-next loop of the same program finds it awake (a round trip costs about 1 us), and then
-sleeps on a futex: waking a sleeping thread costs about 100 us on a 2-core VM, starting
-one about 50 us. A ``grain`` should therefore make a chunk at least several microseconds
-of work. Code about to run something that brings threads of its own (a large OpenBLAS
-product) first calls ``tracegrad_pool_rest()``: idle workers then sleep at once instead of
-spinning on the cores those threads need, until the next parallel loop wakes them.
+life of the process. Between jobs a worker spins for 50-100 us, so the next loop of the
+same program finds it awake (a loop then costs about 2 us more than a plain one), and
+then sleeps on a futex: waking a sleeping thread costs about 100 us on a 2-core VM,
+starting one 50-200 us. A ``grain`` should therefore make a chunk at least several
+microseconds of work. Code about to run something that brings threads of its own (a large
+OpenBLAS product) first calls ``tracegrad_pool_rest()``: idle workers then sleep at once
+instead of spinning on the cores those threads need, until the next parallel loop wakes
+them.
+
+A worker that finishes far behind the caller's own pace (``LAG_SLACK_NS`` more than two
+of the caller's chunks) had no core: another process has it. For ``CALM_NS`` after that,
+loops run inline on the caller, twice as long after each lag in a row (up to
+``MOST_CALM_NS``), so a machine that stays busy costs one wait per period, not one per
+loop.
 
 The thread count lives in ``tracegrad_num_threads``, an ``i64`` owned by this module
 (``ctypes``) whose address the engine registers with LLVM; ``set_num_threads`` changes it

@@ -16,10 +16,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from tracegrad.compiler.ir_text import digest_graph, parse_graph
-from tracegrad.compiler.lower import NativeProgram, matmul
-from tracegrad.compiler.lower import stored_program
+from tracegrad.compiler.lower import NativeProgram, matmul, stored_program
 from tracegrad.compiler.lower.stored_program import Binding, program_key
 from tracegrad.runtime.cache import ProgramCache, decode_entry, encode_entry
 

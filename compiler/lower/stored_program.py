@@ -41,6 +41,7 @@ from ...runtime.once import once
 from ..ir_text import digest_graph
 from . import matmul
 
+
 @once
 def compiler_fingerprint() -> str | None:
     """A hash of the compiler's and the runtime's source files, or None if they cannot
