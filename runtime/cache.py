@@ -104,8 +104,7 @@ class ProgramCache:
         self.directory = pathlib.Path(directory) if directory else default_directory()
         self.enabled = enabled
         self.stats = CacheStats()
-        self._programs: dict[str, NativeModule] = {}
-        self._kept: dict[str, tuple[NativeModule, bytes]] = {}
+        self._programs: dict[str, tuple[NativeModule, bytes]] = {}  # key -> (code, extra)
         self._lock = threading.Lock()
         self._warned = False
 
@@ -113,10 +112,11 @@ class ProgramCache:
                        use_disk: bool = True) -> NativeModule:
         """What ``Engine.compile_module`` returns, compiling only if no cache has it."""
         key = cache_key(ir_text, self.engine)
-        native = self._programs.get(key)
-        if native is None:
+        found = self._programs.get(key)
+        if found is None:
             native = self._build_once(key, ir_text, entry_points, use_disk and self.enabled)
         else:
+            native = found[0]
             self.stats.memory_hits += 1
         native.require(entry_points)
         return native
@@ -124,17 +124,18 @@ class ProgramCache:
     def _build_once(self, key: str, ir_text: str, entry_points: list[str],
                     use_disk: bool) -> NativeModule:
         with self._lock:  # one build per key, even when two threads ask at once
-            native = self._programs.get(key)
-            if native is None:
-                native = self._programs[key] = self._build(key, ir_text, entry_points, use_disk)
+            found = self._programs.get(key)
+            if found is None:
+                found = self._programs[key] = (
+                    self._build(key, ir_text, entry_points, use_disk), b"")
             else:
                 self.stats.memory_hits += 1
-            return native
+            return found[0]
 
     def find(self, key: str, entry_points: list[str]) -> tuple[NativeModule, bytes] | None:
         """The module stored under ``key`` by ``keep``, and the bytes kept with it (from
         memory, else from disk), or None."""
-        found = self._kept.get(key)
+        found = self._programs.get(key)
         if found is not None:
             self.stats.memory_hits += 1
             return found
@@ -146,12 +147,12 @@ class ProgramCache:
             return None
         self.stats.disk_hits += 1
         with self._lock:
-            return self._kept.setdefault(key, (native, entry[1]))
+            return self._programs.setdefault(key, (native, entry[1]))
 
     def keep(self, key: str, native: NativeModule, extra: bytes) -> None:
         """Store ``native``'s code and ``extra`` under ``key`` too, for ``find``."""
         with self._lock:
-            self._kept[key] = (native, extra)
+            self._programs[key] = (native, extra)
         if self.enabled:
             self._write(key, native.object_code, extra)
 
@@ -162,7 +163,6 @@ class ProgramCache:
         """Forget the programs held in memory (those in use stay alive while referenced)."""
         with self._lock:
             self._programs.clear()
-            self._kept.clear()
 
     def _build(self, key: str, ir_text: str, entry_points: list[str],
                use_disk: bool) -> NativeModule:

@@ -223,7 +223,7 @@ class NativeProgram:
         self._inputs = [(v.shape, v.dtype.numpy) for v in self.graph.inputs]
         self._outputs = binding.outputs
         self._tables = [np.ascontiguousarray(array) for array in binding.tables]
-        self._slots, self._arena_bytes = binding.slots, binding.arena_bytes
+        self._arena_bytes = binding.arena_bytes
         self._states: list = []  # (table, its address, arena): one per concurrent call
         self._results = binding.results
         self.run = self._runner()  # run(*arrays): the graph's outputs (see `_runner`)
@@ -232,9 +232,9 @@ class NativeProgram:
         """A buffer table with the arena and large constants filled in (they never move)."""
         from ...runtime.buffers import Arena, data_pointer
 
-        table = np.zeros(max(self._slots, 1), dtype=np.uintp)
+        base = len(self._inputs) + len(self._outputs)  # the table's layout: `program.py`
+        table = np.zeros(base + 1 + len(self._tables), dtype=np.uintp)
         arena = Arena(self._arena_bytes)
-        base = len(self._inputs) + len(self._outputs)
         table[base] = arena.address
         for j, array in enumerate(self._tables):
             table[base + 1 + j] = data_pointer(array)
@@ -320,7 +320,7 @@ def _binding(graph: Graph, plan, emitted) -> Binding:
             array = value.data if isinstance(value, expr.Buffer) else \
                 np.full(v.shape, value, dtype=v.dtype.numpy)
             results.append(("const", array))
-    return Binding(layout.slots, layout.arena_bytes, outputs, [b.data for b in layout.tables],
+    return Binding(layout.arena_bytes, outputs, [b.data for b in layout.tables],
                    results, emitted.kernel_names, emitted.uses_blas)
 
 

@@ -45,7 +45,7 @@ class Blas:
     sgemm: str
     dgemm: str
     index_bits: int  # 64 for ILP64 builds (NumPy's), 32 otherwise
-    set_threads: str | None  # openblas_set_num_threads, if the library has it
+    threads: tuple | None  # OpenBLAS's (set, get) of its thread count, if it has them
 
 
 # OpenBLAS splits any product of more than ~2^18 multiply-adds across its own threads,
@@ -54,11 +54,9 @@ class Blas:
 # microseconds then takes milliseconds (measured: a 64-128-128-10 MLP step, 71 us with
 # one BLAS thread, 1.2-1.9 ms with two, while another process ran). Products smaller than
 # this run on one thread; the larger ones, where threads pay (an MNIST step's: 5.1 ms on
-# one, 3.2 ms on two), keep OpenBLAS's count, which the program restores after each small
-# product from `tracegrad_blas_threads` (read once from OpenBLAS when it is found).
+# one, 3.2 ms on two), keep OpenBLAS's count, which the program reads before each small
+# product and puts back after it.
 SINGLE_THREAD_BELOW = 1 << 22  # multiply-adds (m * n * k) of one product
-BLAS_THREADS_SYMBOL = "tracegrad_blas_threads"
-_blas_threads = ctypes.c_int64(1)
 
 _CANDIDATES = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 64),
                ("cblas_sgemm64_", "cblas_dgemm64_", 64),
@@ -97,10 +95,7 @@ def find_blas() -> Blas | None:
                 llvm.load_library_permanently(path)
                 threads = next(((setter, getter) for setter, getter in _THREAD_FUNCTIONS
                                 if hasattr(lib, setter) and hasattr(lib, getter)), None)
-                if threads:
-                    _blas_threads.value = max(1, int(getattr(lib, threads[1])()))
-                    llvm.add_symbol(BLAS_THREADS_SYMBOL, ctypes.addressof(_blas_threads))
-                return Blas(path, sgemm, dgemm, bits, threads and threads[0])
+                return Blas(path, sgemm, dgemm, bits, threads)
     return None
 
 
@@ -122,22 +117,19 @@ def emit_gemm_call(b: ir.IRBuilder, emitter, call: GemmCall) -> None:
     c = emitter.address(call.c, call.c_offset)
     i32 = lambda v: ir.Constant(I32, v)
     n = lambda v: ir.Constant(it, v)
-    single = blas.set_threads and call.m * call.n * call.k < SINGLE_THREAD_BELOW
+    single = blas.threads and call.m * call.n * call.k < SINGLE_THREAD_BELOW
     if not single:  # OpenBLAS's threads will want the cores our idle workers spin on
         b.call(_declare(b.module, POOL_REST, ir.FunctionType(VOID, [])), [])
     if single:
-        set_threads = _declare(b.module, blas.set_threads, ir.FunctionType(VOID, [I32]))
+        set_threads = _declare(b.module, blas.threads[0], ir.FunctionType(VOID, [I32]))
+        count = b.call(_declare(b.module, blas.threads[1], ir.FunctionType(I32, [])), [])
         b.call(set_threads, [i32(1)])
     b.call(fn, [i32(ROW_MAJOR), i32(TRANS if call.a_trans else NO_TRANS),
                 i32(TRANS if call.b_trans else NO_TRANS), n(call.m), n(call.n), n(call.k),
                 constant(ft, 1.0), a, n(call.lda), bb, n(call.ldb), constant(ft, 0.0), c,
                 n(call.n)])
     if single:
-        count = b.module.globals.get(BLAS_THREADS_SYMBOL)
-        if count is None:
-            count = ir.GlobalVariable(b.module, I64, BLAS_THREADS_SYMBOL)
-            count.linkage = "external"
-        b.call(set_threads, [b.trunc(b.load(count, typ=I64), I32)])
+        b.call(set_threads, [count])
 
 
 def _declare(module, name: str, fnty):
@@ -168,12 +160,8 @@ def flops(m: int, n: int, k: int, batch: int = 1) -> int:
 def blas_threads() -> int:
     """How many threads OpenBLAS uses (it keeps its own pool)."""
     blas = find_blas()
-    if blas is None:
+    if blas is None or blas.threads is None:
         return 0
-    lib = ctypes.CDLL(blas.path)
-    for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads"):
-        if hasattr(lib, name):
-            return int(getattr(lib, name)())
-    return 0
+    return int(getattr(ctypes.CDLL(blas.path), blas.threads[1])())
 
 

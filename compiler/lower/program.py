@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from ...runtime.once import once
 from ...runtime.threads import PARALLEL_FOR
 from .expr import Buffer
 from .llvm_types import I8, I64, MEMORY, PTR, VOID
@@ -39,25 +40,22 @@ from .row_groups import group_rows
 
 ENTRY = "program"
 ALIGNMENT = 64
-_data_offset: int | None = None
 
 
+@once
 def data_pointer_offset() -> int:
     """Where a NumPy array object keeps its data pointer (`PyArray_DATA`): found by
     looking, once, in a live array's object memory, so no ABI detail is hard-coded."""
-    global _data_offset
-    if _data_offset is None:
-        import ctypes
+    import ctypes
 
-        import numpy as np
+    import numpy as np
 
-        probe = np.zeros(3)
-        words = np.frombuffer(ctypes.string_at(id(probe), 128), dtype=np.uintp)
-        hits = np.flatnonzero(words == probe.ctypes.data)
-        if not len(hits):
-            raise RuntimeError("cannot find the data pointer in a NumPy array object")
-        _data_offset = int(hits[0]) * words.itemsize
-    return _data_offset
+    probe = np.zeros(3)
+    words = np.frombuffer(ctypes.string_at(id(probe), 128), dtype=np.uintp)
+    hits = np.flatnonzero(words == probe.ctypes.data)
+    if not len(hits):
+        raise RuntimeError("cannot find the data pointer in a NumPy array object")
+    return int(hits[0]) * words.itemsize
 
 
 @dataclass
@@ -69,10 +67,6 @@ class Layout:
     tables: list  # large-constant Buffers per table slot
     offsets: dict  # arena Buffer -> byte offset
     arena_bytes: int
-
-    @property
-    def slots(self) -> int:
-        return len(self.inputs) + len(self.outputs) + 1 + len(self.tables)
 
 
 @dataclass

@@ -21,7 +21,7 @@ The key must change whenever the machine code could. It hashes:
 
 An entry that fails its checksum or does not decode is rebuilt, never trusted.
 
->>> Binding(slots=3, arena_bytes=64, outputs=[(1, (2,), "float32")], tables=[],
+>>> Binding(arena_bytes=64, outputs=[(1, (2,), "float32")], tables=[],
 ...         results=[("out", 0)], kernel_names=["k0_exp"], uses_blas=False).to_bytes()[:1]
 b'{'
 """
@@ -73,7 +73,7 @@ def program_key(graph, fuse: bool, engine) -> str | None:
     if fingerprint is None:
         return None
     blas = matmul.find_blas()
-    parts = ["stored-program 1", f"compiler={fingerprint}", f"fuse={fuse}",
+    parts = ["stored-program 2", f"compiler={fingerprint}", f"fuse={fuse}",
              f"matmul={matmul.BACKEND!r}", f"blas={blas!r}", f"python={sys.version_info[:2]}",
              f"numpy={np.__version__}", f"data_pointer_offset={data_pointer_offset()}",
              f"graph={digest_graph(graph)}"]
@@ -84,14 +84,12 @@ def program_key(graph, fuse: bool, engine) -> str | None:
 class Binding:
     """How a compiled program meets its caller (`NativeProgram` runs from this alone).
 
-    slots:        entries of the buffer table (inputs, outputs, arena, tables)
-    arena_bytes:  the size of the arena, the table entry after the outputs
+    arena_bytes:  the size of the arena (its table entry comes after the outputs')
     outputs:      per output array made by a call: (table slot, shape, dtype name)
     tables:       the large constants, in table order after the arena
     results:      per graph output: ("out", k) | ("in", i) | ("const", array)
     """
 
-    slots: int
     arena_bytes: int
     outputs: list
     tables: list
@@ -109,7 +107,7 @@ class Binding:
             np.save(blob, np.ascontiguousarray(array), allow_pickle=False)
             sizes.append(blob.tell() - start)
         constants = iter(range(len(self.tables), len(arrays)))
-        header = {"slots": self.slots, "arena_bytes": self.arena_bytes,
+        header = {"arena_bytes": self.arena_bytes,
                   "outputs": [[slot, list(shape), dtype] for slot, shape, dtype in self.outputs],
                   "tables": len(self.tables), "array_sizes": sizes,
                   "results": [[kind, next(constants) if kind == "const" else what]
@@ -134,7 +132,7 @@ class Binding:
                        for kind, what in header["results"]]
             outputs = [(int(slot), tuple(shape), str(dtype))
                        for slot, shape, dtype in header["outputs"]]
-            return cls(int(header["slots"]), int(header["arena_bytes"]), outputs, tables,
+            return cls(int(header["arena_bytes"]), outputs, tables,
                        results, list(header["kernel_names"]), bool(header["uses_blas"]))
         except (KeyError, TypeError, IndexError, EOFError, OSError) as error:
             raise ValueError(f"not a stored program binding ({error})") from None
