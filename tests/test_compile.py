@@ -175,6 +175,30 @@ def test_learning_rate_schedule_causes_no_retrace():
     assert len(compiled.variants) == 1
 
 
+# A module-level step named like the method it calls (`opt.step()`): the global the code
+# names is the compiled function itself, whose call counters change on every call.
+STEP_NAMED_STEP = """
+import tracegrad as torch
+model = torch.nn.Linear(3, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+x = torch.ones(4, 3)
+
+@torch.compile
+def step():
+    opt.zero_grad()
+    model(x).sum().backward()
+    opt.step()
+"""
+
+
+def test_a_compiled_function_reached_from_its_own_code_traces_once():
+    namespace: dict = {}
+    exec(STEP_NAMED_STEP, namespace)  # noqa: S102 - the step must be a module global
+    for _ in range(4):
+        namespace["step"]()
+    assert len(namespace["step"].variants) == 1
+
+
 # --- use 3: a module ---
 def test_compiled_module_matches_eager_and_shares_parameters():
     model = make_model()

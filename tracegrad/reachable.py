@@ -162,6 +162,9 @@ class _Walk:
         state = getattr(obj, "__dict__", None)
         if not isinstance(state, dict):
             return []
+        if "__wrapped__" in state:  # a wrapper (a compiled function): its own attributes
+            # are its machinery (call counts, logs), what it wraps is what may be called
+            return [("__wrapped__", f"{var}.__dict__['__wrapped__']", state["__wrapped__"])]
         keys = _attributes(state)
         return [(k, f"{var}.__dict__[{k!r}]", state[k]) for k in keys]
 
