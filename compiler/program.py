@@ -71,7 +71,7 @@ class Program:
         """Per graph output: whether `run` always returns a new array no one else holds."""
         if self.native is None:
             return [False] * len(self.graph.outputs)
-        return [kind == "out" for kind, _ in self.native._results]
+        return self.native.fresh_outputs()
 
     def run(self, *arrays):
         if self.native is not None:

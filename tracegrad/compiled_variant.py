@@ -14,7 +14,6 @@ import numpy as np
 from . import tracing
 from .autograd import grad_mode
 from .compiled_backward import attach_backward, spent_backward
-from .compiler.ops.dtypes import from_numpy
 from .compiler.ops.residuals import forget
 from .compiler.pipeline import optimize
 from .compiler.program import Program
@@ -129,6 +128,8 @@ class Variant:
         """`run`, written out for this variant (see the class docstring)."""
         trace = self.trace
         fresh = trace.program.fresh_outputs()
+        self.results_fresh = fresh[:self.result_count]  # those need no copy (`_fresh`)
+        self.result_dtypes = [v.dtype for v in trace.graph.outputs[:self.result_count]]
         env.update(P=trace.program, refuse=self._refuse, GUARD_FAILED=GUARD_FAILED,
                    guards_hold=self._guards_hold, forget=forget, copyto=np.copyto,
                    wrap=Tensor._wrap, fresh=_fresh, results=self._results, OUT=trace.outputs)
@@ -191,7 +192,8 @@ class Variant:
 
     def _results(self, outputs, inputs: tuple, args, kwargs):
         arrays, saved = outputs[:self.result_count], outputs[self.saved_start:]
-        tensors = [Tensor._wrap(_fresh(a, inputs), from_numpy(a.dtype)) for a in arrays]
+        tensors = [Tensor._wrap(a if new else _fresh(a, inputs), dtype)
+                   for a, new, dtype in zip(arrays, self.results_fresh, self.result_dtypes)]
         info = self.outputs
         if info.backward is not None:
             candidates = [get(args, kwargs) for get in self.argument_getters]

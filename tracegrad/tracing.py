@@ -165,11 +165,16 @@ class Tracer:
         """`tensor != 0` for a branch of an update rule (`if momentum != 0:`). For a
         hyperparameter the test is made on the Python number and kept as a guard on it,
         checked before each call (a momentum switched on later traces anew): as a value
-        guard it would be one more graph output, read back on every call."""
-        for container, key, value in self.hyperparameters:
-            if self.values.get(id(tensor)) is value:
+        guard it would be one more graph output, read back on every call. An update rule
+        runs once per parameter: the same test is kept once."""
+        value = self.values.get(id(tensor))
+        for container, key, input_value in self.hyperparameters:
+            if input_value is value:
                 observed = float(container[key]) != 0
-                self.hyperparameter_tests.append((container, key, observed))
+                test = (container, key, observed)
+                if not any(c is container and k == key and o is observed
+                           for c, k, o in self.hyperparameter_tests):
+                    self.hyperparameter_tests.append(test)
                 return observed
         return bool(tensor != 0)
 

@@ -228,6 +228,10 @@ class NativeProgram:
         self._results = binding.results
         self.run = self._runner()  # run(*arrays): the graph's outputs (see `_runner`)
 
+    def fresh_outputs(self) -> list:
+        """Per graph output: whether `run` always returns a new array no one else holds."""
+        return [kind == "out" for kind, _ in self._results]
+
     def _new_state(self):
         """A buffer table with the arena and large constants filled in (they never move)."""
         from ...runtime.buffers import Arena, data_pointer

@@ -174,10 +174,12 @@ def _check_targets(input: Tensor, target: Tensor, ignore_index: int, op: str) ->
 
 def _pick(input: Tensor, target: Tensor) -> Tensor:
     """`input`'s entries at the target classes (class dimension 1, or 0 when unbatched)."""
-    # gather, not input[arange, target]: the targets stay an input of a traced graph
+    # take_along, not input[arange, target]: the targets stay an input of a traced graph;
+    # and not gather, whose bounds check (a second value guard when compiled) would repeat
+    # _check_targets'
     if input.ndim == 1:
         return input[target]
-    return input.gather(1, target.unsqueeze(1)).squeeze(1)
+    return apply(ops.take_along, (input, target.unsqueeze(1)), {"axis": 1}).squeeze(1)
 
 
 def _nll_name(input: Tensor, *args, **kwargs) -> str:
@@ -244,16 +246,16 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: "
                            f"{label_smoothing}")
     _check_tensors("cross_entropy", input, target)
-    if target.dtype.is_floating_point:  # class probabilities, of the input's shape
-        if tuple(target.shape) != tuple(input.shape):
-            raise op_error(RuntimeError, "cross_entropy", f"Expected target size "
-                                                          f"{list(input.shape)}, got "
-                                                          f"{list(target.shape)}",
-                           (input, target))
-        return _cross_entropy_probabilities(log_softmax(input, _class_dim(input)), target,
-                                            weight, reduction, label_smoothing)
+    probabilities = target.dtype.is_floating_point  # class probabilities, input's shape
+    if probabilities and tuple(target.shape) != tuple(input.shape):
+        raise op_error(RuntimeError, "cross_entropy", f"Expected target size "
+                                                      f"{list(input.shape)}, got "
+                                                      f"{list(target.shape)}",
+                       (input, target))
     dim = _class_dim(input)
     logp = log_softmax(input, dim)
+    if probabilities:
+        return _cross_entropy_probabilities(logp, target, weight, reduction, label_smoothing)
     loss = _nll_loss_in_cross_entropy(logp, target, weight, ignore_index, reduction,
                                       "cross_entropy")
     if label_smoothing == 0.0:
