@@ -124,15 +124,15 @@ def main(seed: int = 0, ir_directory: str = "out/ir") -> None:
     x_train, y_train = torch.tensor(points[training]), torch.tensor(labels[training])
     x_test, y_test = torch.tensor(points[test]), torch.tensor(labels[test])
 
-    models, losses, step_times = {}, {}, {}
+    models, steps, losses, step_times = {}, {}, {}, {}
     for mode in ("eager", "compiled"):
         torch.manual_seed(seed + 1)  # the same initial weights and batches for both
         models[mode] = model = make_model()
         if mode == "eager":
             print(model)
         print(f"training, {mode}:")
-        step, losses[mode], step_times[mode] = train(model, x_train, y_train,
-                                                     compiled=mode == "compiled")
+        steps[mode], losses[mode], step_times[mode] = train(model, x_train, y_train,
+                                                            compiled=mode == "compiled")
         test_accuracy = accuracy(model, x_test, y_test)
         print(f"  test accuracy {test_accuracy:.1%} (required {REQUIRED_ACCURACY:.0%}); "
               f"{step_times[mode] * 1e6:.0f} µs per training step")
@@ -142,7 +142,7 @@ def main(seed: int = 0, ir_directory: str = "out/ir") -> None:
     print(f"compiled vs eager: {step_times['eager'] / step_times['compiled']:.1f}x faster "
           f"per step; the first three epochs' losses agree to {drift:.1e} (relative)")
     assert drift < 1e-4, "the compiled training step drifted from the eager one"
-    print(f"the compiled step's IR at every stage: {', '.join(write_ir(step, ir_directory))}")
+    print(f"the compiled step's IR at every stage: {', '.join(write_ir(steps['compiled'], ir_directory))}")
 
     with tempfile.TemporaryDirectory() as directory:
         reloaded = save_and_reload(models["compiled"], directory)

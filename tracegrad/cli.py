@@ -47,8 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="tracegrad: PyTorch-style autograd on NumPy, and a compiler to native code.")
     parser.add_argument("--version", action="version", version=f"tracegrad {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    stages = "\n".join(f"  {s.name:<10} {s.what}" + ("" if s.graph else " (not available yet)")
-                       for s in STAGES)
+    stages = "\n".join(f"  {s.name:<10} {s.what}" for s in STAGES)
     ir = commands.add_parser(
         "ir", help="print the IR of a script's compiled functions",
         usage=IR_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -85,7 +84,7 @@ def main(argv=None) -> int:
 
 def run_ir(args) -> int:
     """`tracegrad ir`: dump, or print one line saying what went wrong."""
-    from . import ir_dump
+    from . import ir_dump, ir_sources
 
     try:
         ir_dump.resolve_stage(args.stage)
@@ -94,9 +93,9 @@ def run_ir(args) -> int:
         if function is None:
             if args.input or args.requires_grad:
                 raise ir_dump.IRCommandError("--input and --requires-grad need FILE:FUNCTION")
-            found = ir_dump.run_script(path)
+            found = ir_sources.run_script(path)
         else:
-            found = [ir_dump.trace_function(path, function, args.input, args.requires_grad)]
+            found = [ir_sources.trace_function(path, function, args.input, args.requires_grad)]
         functions = ir_dump.with_variants(found, path)
         for note in ir_dump.notes(found):
             print(f"tracegrad ir: note: {note}", file=sys.stderr)

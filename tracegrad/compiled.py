@@ -94,7 +94,7 @@ class CompiledFunction:
                                 f"({variant.failure}): tracing anew")
         return NO_VARIANT
 
-    def _trace(self, args, kwargs, refusals=()):
+    def _trace(self, args, kwargs, refusals):
         if len(self.variants) >= VARIANT_LIMIT:
             return self._fall_back(f"more than {VARIANT_LIMIT} variants were needed "
                                    f"(shapes, guards or captured tensors keep changing)")(
@@ -110,7 +110,8 @@ class CompiledFunction:
                 tracing.undo(trace.tracer)
             self._fall_back(trace.broken)
             return result
-        if _identities(self.fn) != reach_before:  # the call made new state (optimizer
+        reach_after = _identities(self.fn)
+        if reach_after != reach_before:  # the call made new state (optimizer
             self._event("recompiles", "the traced call created new state; tracing again "
                                       "on the next call")  # buffers): it was a one-off
             return result
@@ -120,7 +121,7 @@ class CompiledFunction:
         trace.tracer = None  # it keeps every tensor of the traced call (their graph, their
         # activations) alive: the variant needs none of them
         variant.key = signature_key(args, kwargs)  # for reports: what the call looked like
-        variant.reach = [(path, id(t)) for path, t in reachable_tensors(self.fn)]
+        variant.reach = reach_after
         self.variants.append(variant)
         self._event("recompiles", f"variant {variant.index} traced: {len(trace.graph.nodes)} "
                                   f"nodes, {len(trace.guards)} value guards")

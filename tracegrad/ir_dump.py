@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .compiled import CompiledFunction
-from .ir_sources import IRCommandError, one_line, run_script, trace_function  # noqa: F401
+from .ir_sources import IRCommandError, one_line
 
 # --- the stages ------------------------------------------------------------------------
 
@@ -46,7 +46,7 @@ from .ir_sources import IRCommandError, one_line, run_script, trace_function  # 
 class Stage:
     name: str
     what: str
-    graph: Callable | None  # variant -> Graph; None while the compiler does not build it
+    graph: Callable  # variant -> Graph
     text: Callable | None = None  # variant -> text, where the stage is more than a graph
     dot: Callable | None = None  # variant -> DOT text, likewise
 
@@ -71,12 +71,8 @@ FORMATS = ("text", "dot", "svg")
 def resolve_stage(name: str) -> Stage:
     """The `Stage` called `name`, or an `IRCommandError` that says why not."""
     stage = STAGE_BY_NAME.get(name)
-    now = ", ".join(s.name for s in STAGES if s.graph is not None)
     if stage is None:
         raise IRCommandError(f"unknown stage '{name}' (stages: {', '.join(STAGE_BY_NAME)})")
-    if stage.graph is None:
-        raise IRCommandError(f"stage '{name}' ({stage.what}) is not available yet "
-                             f"(available now: {now})")
     return stage
 
 
