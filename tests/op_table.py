@@ -746,4 +746,14 @@ ERRORS = [
      "step must be greater than zero"),
     ("item_many", lambda lib: lib.ones(2).item(), RuntimeError,
      "a Tensor with 2 elements cannot be converted to Scalar"),
+    # extrema of no elements
+    ("amin_of_empty", lambda lib: lib.zeros(0).amin(), RuntimeError,
+     ("amin(): Expected reduction dim to be specified for input.numel() == 0. Specify the "
+      "reduction dim with the 'dim' argument.")),
+    ("argmin_of_empty", lambda lib: lib.zeros(0).argmin(), IndexError,
+     "argmin(): Expected reduction dim to be specified for input.numel() == 0."),
+    ("min_along_empty_dim", lambda lib: lib.zeros(2, 0).min(dim=1), IndexError,
+     "min(): Expected reduction dim 1 to have non-zero size."),
+    ("argmax_along_empty_dim", lambda lib: lib.zeros(0, 3).argmax(dim=-2), IndexError,
+     "argmax(): Expected reduction dim 0 to have non-zero size."),
 ]

@@ -132,11 +132,13 @@ BAD = [
         "byte or bool tensors", "index", "[3] (float32) and [2] (float32)",
         lambda T: (T.ones(3), T.tensor([0.0, 1.0])), lambda T, x, i: x[i] * 2,
         lambda T: (T.ones(3), T.tensor([0, 1]))),
-    Bad("cross_entropy: float targets of the wrong shape", RuntimeError, "", "cross_entropy",
+    Bad("cross_entropy: float targets of the wrong shape", RuntimeError,
+        "Expected target size [4, 3], got [4]", "cross_entropy",
         "[4, 3] (float32) and [4] (float32)", lambda T: (T.ones(4, 3), T.tensor([0.0, 1, 2, 0])),
         lambda T, x, t: T.nn.functional.cross_entropy(x, t),
         lambda T: (T.ones(4, 3), T.tensor([0, 1, 2, 0]))),
-    Bad("matmul: int64 @ float32", RuntimeError, "", "matmul", "[3] (int64) and [3] (float32)",
+    Bad("matmul: int64 @ float32", RuntimeError, "expected m1 and m2 to have the same dtype, "
+        "but got: int64 != float32", "matmul", "[3] (int64) and [3] (float32)",
         lambda T: (T.ones(3, dtype=T.int64), T.ones(3)), lambda T, a, b: a @ b,
         lambda T: (T.ones(3), T.ones(3))),
     Bad("gather: float index", RuntimeError, "Expected dtype", "gather",
@@ -174,8 +176,8 @@ BAD = [
         "Tensor, not list", "cross_entropy", "[4, 3] (float32)",
         lambda T: (T.ones(4, 3), [0, 1, 2, 0]), lambda T, x, t: T.nn.functional.cross_entropy(x, t),
         lambda T: (T.ones(4, 3), T.tensor([0, 1, 2, 0]))),
-    Bad("tensor: a string", TypeError, "", "tensor", "", lambda T: ("abc",),
-        lambda T, data: T.tensor(data) * 2, lambda T: (1.0,)),
+    Bad("tensor: a string", TypeError, "Could not infer dtype of str", "tensor", "",
+        lambda T: ("abc",), lambda T, data: T.tensor(data) * 2, lambda T: (1.0,)),
     Bad("tensor: None", RuntimeError, "Could not infer dtype of NoneType", "tensor", "",
         lambda T: (None,), lambda T, data: T.tensor(data) * 2, lambda T: (1.0,)),
     Bad("zeros: a string size", TypeError, "zeros(): argument 'size' (position 1) must be tuple "
@@ -185,8 +187,13 @@ BAD = [
         "tuple of ints, not str", "reshape", "[3] (float32)", lambda T: (T.ones(3), "a"),
         lambda T, x, shape: x.reshape(shape) * 2, lambda T: (T.ones(3), 3)),
     # --- empty tensors that cannot be reduced ---
-    Bad("max of an empty tensor", RuntimeError, "", "amax", "[0] (float32)",
-        lambda T: (T.zeros(0),), lambda T, x: x.max() * 2, lambda T: (T.zeros(2),)),
+    Bad("max of an empty tensor", RuntimeError, "max(): Expected reduction dim to be specified "
+        "for input.numel() == 0. Specify the reduction dim with the 'dim' argument.", "max",
+        "[0] (float32)", lambda T: (T.zeros(0),), lambda T, x: x.max() * 2,
+        lambda T: (T.zeros(2),)),
+    Bad("argmax along an empty dim", IndexError, "argmax(): Expected reduction dim 0 to have "
+        "non-zero size.", "argmax", "[0, 3] (float32)", lambda T: (T.zeros(0, 3),),
+        lambda T, x: x.argmax(dim=0) * 2, lambda T: (T.zeros(2, 3),)),
     # --- more memory than there is ---
     Bad("zeros: 400 TB", tracegrad.OutOfMemoryError, "can't allocate memory: you tried to "
         "allocate 400000000000000 bytes", "zeros", "shape [10000000, 10000000] (float32)",

@@ -17,6 +17,7 @@ from collections import namedtuple
 from ..compiler import ops
 from ..compiler.ops import normalize_axes, normalize_axis
 from ..eager import apply, to_dtype
+from ..errors import op_error
 from ..tensor import Tensor
 from .naming import composite, present
 from .pointwise import maximum, minimum, sqrt, where
@@ -29,6 +30,24 @@ def _axes(input, dim, op):
     if dim is None or dim == ():
         return tuple(range(input.ndim))
     return normalize_axes(dim, input.ndim, op)
+
+
+def _check_not_empty(input, dim, op: str) -> None:
+    """PyTorch's error for an extremum of no elements: over the whole tensor (`dim` None or
+    ()), or along a given `dim` of size 0."""
+    shape = input.shape
+    if dim is None or dim == ():
+        if 0 in shape:
+            more = "" if op.startswith("arg") else \
+                " Specify the reduction dim with the 'dim' argument."
+            raise op_error(IndexError if op.startswith("arg") else RuntimeError, op,
+                           f"{op}(): Expected reduction dim to be specified for "
+                           f"input.numel() == 0.{more}", (input,))
+        return
+    for axis in normalize_axes(dim, input.ndim, op):
+        if shape[axis] == 0:
+            raise op_error(IndexError, op, f"{op}(): Expected reduction dim {axis} to have "
+                                           f"non-zero size.", (input,))
 
 
 def _one_of(name: str, dim_given: bool) -> str:
@@ -188,6 +207,7 @@ def amax(input, dim=(), keepdim: bool = False):
         >>> torch.amax(x), torch.amax(x, dim=0)
         (tensor(5.), tensor([3., 5.]))
     """
+    _check_not_empty(input, dim, "amax")
     return apply(ops.amax, (input,), {"axes": _axes(input, dim, "amax"), "keepdims": keepdim})
 
 
@@ -201,6 +221,7 @@ def amin(input, dim=(), keepdim: bool = False):
         >>> torch.amin(x), torch.amin(x, dim=0)
         (tensor(1.), tensor([1., 2.]))
     """
+    _check_not_empty(input, dim, "amin")
     return apply(ops.amin, (input,), {"axes": _axes(input, dim, "amin"), "keepdims": keepdim})
 
 
@@ -235,6 +256,7 @@ def argmax(input, dim=None, keepdim: bool = False):
         >>> torch.argmax(x), x.argmax(dim=0)
         (tensor(1), tensor([1, 0]))
     """
+    _check_not_empty(input, dim, "argmax")
     axis = None if dim is None else normalize_axis(dim, input.ndim, "argmax")
     return apply(ops.argmax, (input,), {"axis": axis, "keepdims": keepdim})
 
@@ -249,6 +271,7 @@ def argmin(input, dim=None, keepdim: bool = False):
         >>> torch.argmin(x), x.argmin(dim=0)
         (tensor(0), tensor([0, 1]))
     """
+    _check_not_empty(input, dim, "argmin")
     axis = None if dim is None else normalize_axis(dim, input.ndim, "argmin")
     return apply(ops.argmin, (input,), {"axis": axis, "keepdims": keepdim})
 
@@ -270,7 +293,7 @@ def max(input, dim=None, keepdim: bool = False, *, out=None):
         tensor([[4., 5.],
                 [4., 4.]])
     """
-    return _extreme(input, dim, keepdim, amax, argmax, maximum, "Max")
+    return _extreme(input, dim, keepdim, amax, argmax, maximum, "max")
 
 
 def min(input, dim=None, keepdim: bool = False, *, out=None):
@@ -286,12 +309,14 @@ def min(input, dim=None, keepdim: bool = False, *, out=None):
         >>> x.min(dim=1).indices
         tensor([0, 1])
     """
-    return _extreme(input, dim, keepdim, amin, argmin, minimum, "Min")
+    return _extreme(input, dim, keepdim, amin, argmin, minimum, "min")
 
 
-def _extreme(input, dim, keepdim, whole, arg, pairwise, word):
+def _extreme(input, dim, keepdim, whole, arg, pairwise, op):
     if isinstance(dim, Tensor):
         return pairwise(input, dim)
+    _check_not_empty(input, dim, op)  # named max or min, before amax or argmax would
+    word = op.capitalize()
     if dim is None:
         out = whole(input)
         if out.grad_fn is not None:
@@ -317,7 +342,8 @@ def all(input, dim=None, keepdim: bool = False):
         >>> torch.tensor([[1, 0], [1, 1]]).all(dim=1)
         tensor([False,  True])
     """
-    return amin(input.to(ops.bool_), () if dim is None else dim, keepdim)
+    # a count, not amin: every element of no elements is nonzero
+    return sum(input == 0, dim, keepdim) == 0
 
 
 def any(input, dim=None, keepdim: bool = False):
@@ -331,7 +357,7 @@ def any(input, dim=None, keepdim: bool = False):
         >>> torch.tensor([[0, 0], [1, 0]]).any(dim=1)
         tensor([False,  True])
     """
-    return amax(input.to(ops.bool_), () if dim is None else dim, keepdim)
+    return sum(input != 0, dim, keepdim) > 0  # a count, not amax: empty gives False
 
 
 def count_nonzero(input, dim=None):
