@@ -46,13 +46,14 @@ def load_peers(names) -> dict:
 
         peers["tracegrad eager"] = tracegrad
         peers["tracegrad compiled"] = tracegrad  # the same step, through tracegrad.compile
-    if "torch" in names:
+    if "torch" in names or "torch.compile" in names:
         try:
             os.environ.setdefault("TORCH_USE_RTLD_GLOBAL", "1")
             import torch
 
             torch.set_num_threads(2)
-            peers["PyTorch eager"] = torch
+            if "torch" in names:
+                peers["PyTorch eager"] = torch
             if "torch.compile" in names:  # opt-in: Inductor takes ~10 s per workload
                 peers["torch.compile"] = torch
         except Exception as exc:  # noqa: BLE001 - any failure means: not available here

@@ -11,9 +11,21 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
+
 os.environ.setdefault("TORCH_USE_RTLD_GLOBAL", "1")
 
 from golden_option import pytest_addoption  # noqa: F401  (--update-golden)
 
 # Compiled programs go to a cache of this test run, not the user's ~/.cache/tracegrad.
 os.environ.setdefault("TRACEGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="tracegrad-test-cache-"))
+
+
+@pytest.fixture
+def threads():
+    """The runtime's thread module; the thread count a test sets is undone after it."""
+    from tracegrad.runtime import threads
+
+    before = threads.num_threads()
+    yield threads
+    threads.set_num_threads(before)

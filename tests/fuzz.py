@@ -52,15 +52,11 @@ os.environ.setdefault("TRACEGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="tracegrad-
 
 from fuzz_checks import CHECKS, check_graphs, compare
 from fuzz_failure import failure_script, minimise
+from numeric import TOLERANCE  # compiled against eager: rtol, atol (x scale)
 from program_generator import Program, generate
 from tracegrad.compiler.ir import Graph
 from tracegrad.compiler.ops import PRIMITIVES
 
-# Compiled against eager: float32 kernels that fuse, sum in another (fixed) order and have
-# their own exp and log part from NumPy's by a few hundred ulps of the largest value a
-# program makes (eps 6e-8; programs of ~20 ops over at most 192 elements), so float32
-# values agree to 1e-4 relative, or 1e-5 of the largest |value|; float64 to 1e-9 / 1e-12.
-TOLERANCE = {"float32": (1e-4, 1e-5), "float64": (1e-9, 1e-12)}  # rtol, atol (x scale)
 FD_STEP = 1e-6  # central differences in float64: truncation ~1e-12 f''', round-off ~1e-10 f
 FD_TOLERANCE = (1e-5, 1e-6)  # rtol, atol (x max(1, |f|)); see check_gradients
 TRAINING_STEPS = 4
@@ -208,8 +204,7 @@ class Summary:
         optimizers = ", ".join(f"{k} {v}" for k, v in sorted(self.optimizers.items()))
         failures = "".join(f"\n  {case.origin} [{case.kind}]: {failure[1].splitlines()[0][:200]}"
                            for case, failure, _ in self.failures)
-        traced = set(self.coverage.traced) & set(PRIMITIVES)
-        optimized = self.coverage.optimized & set(PRIMITIVES)
+        traced, optimized = set(self.coverage.traced), self.coverage.optimized
         return "\n".join([
             (f"fuzz: {self.ran['programs']} programs, {self.ran['calls']} compiled-vs-eager "
              f"checks, {self.ran['gradients']} finite-difference checks "
@@ -244,7 +239,8 @@ def fuzz(seed: int, n: int, start: int = 0, kind: str = "all", quiet: bool = Tru
                 small = minimise(case, result[0], run_case, minimise_seconds) \
                     if minimise_seconds else case
                 script = failure_script(small, run_case(small) or result)
-                roundoff = getattr(compare, "roundoff", 0) - summary.roundoff  # minimising: not counted
+                # what minimising adds to the count is not counted
+                roundoff = getattr(compare, "roundoff", 0) - summary.roundoff
                 summary.failures.append((case, result, script))
                 print(f"\nFAILED: {case.origin} [{case.kind}] {result[0]}\n{result[1]}\n\n"
                       f"--- a standalone script that shows it ---\n{script}", file=out)

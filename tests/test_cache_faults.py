@@ -18,18 +18,15 @@ import errno
 import json
 import os
 import pathlib
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
-
-import tracegrad
+from child_process import run_python_together
 from tracegrad.runtime import cache as cache_module
 from tracegrad.runtime.cache import MAGIC, ProgramCache, decode_entry
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import tracegrad
 
 
 def model(x, w):
@@ -75,7 +72,11 @@ def temporaries(directory: pathlib.Path) -> list[pathlib.Path]:
     return sorted(directory.glob(".tmp-*"))
 
 
-def cache_warnings(caught) -> list[str]:
+def cache_warnings_of(run) -> list[str]:
+    """The compile cache's warnings while `run()` runs (every one, even if said before)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run()
     return [str(w.message) for w in caught if "compile cache" in str(w.message)]
 
 
@@ -85,12 +86,14 @@ def test_directory_under_a_file_runs_from_memory_with_one_warning(tmp_path, use_
     blocker = tmp_path / "a file"
     blocker.write_text("mkdir under a regular file fails, even for root")
     cache = use_cache(blocker / "cache")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+
+    def two_programs():
         compile_and_check()
         compile_and_check(lambda x, w: (x @ w).sigmoid())  # a second program: no new warning
-    assert len(cache_warnings(caught)) == 1
-    assert "in memory only" in cache_warnings(caught)[0]
+
+    messages = cache_warnings_of(two_programs)
+    assert len(messages) == 1
+    assert "in memory only" in messages[0]
     assert cache.stats.failed_writes == 2 and cache.stats.compiles == 2
 
 
@@ -105,10 +108,8 @@ def test_read_only_directory_runs_from_memory(tmp_path, use_cache, monkeypatch):
 
             monkeypatch.setattr(cache_module.tempfile, "mkstemp", refuse)
         cache = use_cache(directory)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            compile_and_check()
-        assert len(cache_warnings(caught)) == 1 and cache.stats.failed_writes == 1
+        assert len(cache_warnings_of(compile_and_check)) == 1
+        assert cache.stats.failed_writes == 1
         assert entries(directory) == [] and temporaries(directory) == []
     finally:
         directory.chmod(0o700)
@@ -148,10 +149,7 @@ def test_full_disk_leaves_no_partial_entry_and_runs(tmp_path, use_cache, monkeyp
     else:
         monkeypatch.setattr(cache_module.os, "replace", disk_full)
     cache = use_cache(tmp_path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        compile_and_check()
-    messages = cache_warnings(caught)
+    messages = cache_warnings_of(compile_and_check)
     assert len(messages) == 1 and "No space left on device" in messages[0]
     assert cache.stats.failed_writes == 1
     assert entries(tmp_path) == [] and temporaries(tmp_path) == []  # the half file is gone
@@ -226,10 +224,8 @@ def test_entry_that_is_a_directory_is_compiled_around(tmp_path, use_cache):
     entry.unlink()
     entry.mkdir()
     cache = use_cache(tmp_path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        compile_and_check()
-    assert cache.stats.compiles == 1 and len(cache_warnings(caught)) == 1
+    assert len(cache_warnings_of(compile_and_check)) == 1
+    assert cache.stats.compiles == 1
 
 
 def test_half_written_temporary_file_is_never_taken_for_an_entry(tmp_path, use_cache):
@@ -252,7 +248,6 @@ def test_half_written_temporary_file_is_never_taken_for_an_entry(tmp_path, use_c
 
 CONCURRENT = """
 import json, sys
-sys.path.insert(0, {tests!r})
 import tracegrad
 from test_cache_faults import inputs, model
 from tracegrad.runtime.cache import default_cache
@@ -260,23 +255,18 @@ compiled = tracegrad.compile(model)
 sys.stdin.readline()  # start together
 results = [compiled(*inputs(seed)).numpy().tolist() for seed in range(3)]
 stats = default_cache().stats
-print(json.dumps({{"results": results, "native": compiled.variants[0].trace.program.native
-                  is not None, "compiles": stats.compiles, "disk_hits": stats.disk_hits}}))
+print(json.dumps({"results": results, "native": compiled.variants[0].trace.program.native
+                  is not None, "compiles": stats.compiles, "disk_hits": stats.disk_hits}))
 """
 
 
 def test_two_processes_compiling_the_same_function_at_once(tmp_path):
-    code = CONCURRENT.format(tests=str(ROOT / "tests"))
-    env = {**os.environ, "TRACEGRAD_CACHE_DIR": str(tmp_path)}
-    workers = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env) for _ in range(2)]
-    outputs = [worker.communicate("go\n", timeout=120) for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0], [err for _, err in outputs]
+    done = run_python_together(CONCURRENT, TRACEGRAD_CACHE_DIR=str(tmp_path))
+    assert [d.returncode for d in done] == [0, 0], [d.stderr for d in done]
     expected = [model(*inputs(seed)).numpy() for seed in range(3)]
-    for out, err in outputs:
-        assert "Warning" not in err, err
-        report = json.loads(out)
+    for d in done:
+        assert "Warning" not in d.stderr, d.stderr
+        report = json.loads(d.stdout)
         assert report["native"] and report["compiles"] + report["disk_hits"] == 1
         for got, want in zip(report["results"], expected):
             np.testing.assert_allclose(np.array(got, np.float32), want, rtol=1e-5, atol=1e-6)

@@ -132,19 +132,14 @@ def test_weight_decay_switched_on_takes_the_other_branch():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
 
-    def step(model, opt, x, y):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    compiled = torch.compile(lambda x, y: step(model, opt, x, y))
+    compiled, eager = torch.compile(make_step(model, opt)), make_step(reference, ref_opt)
     for i in range(6):
         decay = 0.0 if i < 3 else 0.05
         for group in opt.param_groups + ref_opt.param_groups:
             group["weight_decay"] = decay
         x, y = batch(i)
         compiled(x, y)
-        step(reference, ref_opt, x, y)
+        eager(x, y)
         for p, q in zip(model.parameters(), reference.parameters()):
             assert_close(p, q)
     tests = [v for guards in torch.explain(compiled, *batch(6))["guards"]
@@ -158,18 +153,13 @@ def test_learning_rate_schedule_causes_no_retrace():
     reference = make_model()
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
 
-    def step(model, opt, x, y):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    compiled = torch.compile(lambda x, y: step(model, opt, x, y))
+    compiled, eager = torch.compile(make_step(model, opt)), make_step(reference, ref_opt)
     for i in range(6):
         for group in opt.param_groups + ref_opt.param_groups:
             group["lr"] = 0.1 / (i + 1)
         x, y = batch(i)
         compiled(x, y)
-        step(reference, ref_opt, x, y)
+        eager(x, y)
     for p, q in zip(model.parameters(), reference.parameters()):
         assert_close(p, q)
     assert len(compiled.variants) == 1

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 import pytest
+from numeric import TOLERANCE, no_worse_than
 from program_generator import Program, generate
 from tracegrad.compiler.ir import Graph, graph_equal, verify
 from tracegrad.compiler.ir_text import parse_graph, print_graph
@@ -32,7 +33,6 @@ import tracegrad
 PROGRAMS = int(os.environ.get("TRACEGRAD_RANDOM_PROGRAMS", "150"))
 TRAINING_PROGRAMS = range(0, PROGRAMS, 2)
 TRAINING_STEPS = 4
-TOLERANCE = {"float32": (1e-4, 1e-5), "float64": (1e-9, 1e-12)}  # rtol, atol (x scale)
 
 GELU_0D = ("eager F.gelu(x, approximate='tanh') fails on a 0-d tensor: 'return arrays "
            "must be of ArrayType' (compiler/ops/fused.py _gelu_kernel)")
@@ -67,9 +67,9 @@ def assert_close(actual, expected, program: Program, what: str, reference=None) 
 
     `reference`, the same value computed in float64 (when the program has float32 values),
     decides a float32 difference beyond the tolerance: compiled passes if it is no more
-    than 4 times as far from it as eager is. Both are then the round-off of an
-    ill-conditioned value, such as the gradient of a layer_norm over equal values
-    (1/sqrt(eps) = 316 times the round-off of a sum that cancels). (tests/fuzz_checks.py
+    than 4 times as far from it as eager is (`numeric.no_worse_than`). Both are then the
+    round-off of an ill-conditioned value, such as the gradient of a layer_norm over equal
+    values (1/sqrt(eps) = 316 times the round-off of a sum that cancels). (tests/fuzz_checks.py
     judges such differences by Monte Carlo rounding noise instead, which also holds where
     eager happens to round exactly.)"""
     if expected is None or actual is None:
@@ -82,10 +82,9 @@ def assert_close(actual, expected, program: Program, what: str, reference=None) 
     rtol, atol = TOLERANCE[program.lowest_precision]
     scale = max(1.0, float(np.abs(e).max())) if e.size else 1.0
     if not np.allclose(a, e, rtol=rtol, atol=atol * scale, equal_nan=True):
-        if reference is not None and program.lowest_precision == "float32":
-            r = reference.detach().numpy().astype(np.float64)
-            if np.abs(a - r).max() <= 4 * np.abs(e - r).max():
-                return
+        if reference is not None and program.lowest_precision == "float32" and \
+                no_worse_than(a, e, reference.detach().numpy().astype(np.float64)):
+            return
         worst = np.unravel_index(np.argmax(np.abs(a - e)), a.shape) if a.ndim else ()
         raise AssertionError(f"{what}: compiled {a[worst]!r} against eager {e[worst]!r} "
                              f"at {worst} (rtol {rtol}, atol {atol * scale:g})\n"

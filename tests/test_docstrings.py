@@ -6,7 +6,8 @@ small runnable example").
 each object's examples run as one doctest, in a copy of its module's namespace (as
 `doctest.testmod` would), so a failure names the object. Objects that only inherit a
 docstring (a layer's `forward`) are checked where the docstring is written. The public
-modules' own docstrings (`tracegrad`, `tracegrad.nn`, ...) run too.
+modules' own docstrings (`tracegrad`, `tracegrad.nn`, ...) run too, and so do the
+examples of the internal modules that have them (`INTERNAL_MODULES`), whole.
 """
 
 from __future__ import annotations
@@ -18,10 +19,23 @@ import io
 
 import pytest
 from public_api import MODULES, lacking_examples, public_objects
+from tracegrad.compiler.pipeline import PASSES
 
 OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 ENTRIES = public_objects()
 WITH_EXAMPLES = [e for e in ENTRIES if e.own_doc and ">>>" in e.own_doc]
+# Modules outside the public API whose docstrings show how they work by example.
+INTERNAL_MODULES = [
+    *(f"tracegrad.compiler.lower.{name}" for name in (
+        "index", "expr", "views", "lowering", "plan", "program", "reduce_loops", "execute",
+        "scalar", "nests", "row_groups", "stored_program")),
+    "tracegrad.compiler.passes", "tracegrad.compiler.pipeline",
+    *(f"tracegrad.compiler.passes.{name}" for name, _ in PASSES),
+    *(f"tracegrad.compiler.{name}" for name in (
+        "fuse", "schedule", "memory_plan", "run_schedule", "remat", "dag")),
+    *(f"tracegrad.runtime.{name}" for name in ("once", "threads", "cache", "engine", "buffers")),
+    "tracegrad.native_rows",
+]
 
 
 def _doctest(entry) -> doctest.DocTest:
@@ -53,6 +67,13 @@ def test_module_examples_print_what_they_show(name):
     assert module.__doc__ and ">>>" in module.__doc__, f"{name}: no example"
     _run(doctest.DocTestParser().get_doctest(module.__doc__, dict(vars(module)), name,
                                              module.__file__, 0))
+
+
+@pytest.mark.parametrize("name", INTERNAL_MODULES)
+def test_internal_module_examples_print_what_they_show(name):
+    found = doctest.testmod(importlib.import_module(name))
+    assert found.attempted, f"{name}: no example found"
+    assert not found.failed
 
 
 def test_every_public_object_has_an_example():

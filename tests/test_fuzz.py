@@ -12,6 +12,7 @@ import sys
 import fuzz
 import fuzz_checks
 import numpy as np
+from child_process import run_python
 from program_generator import generate
 from tracegrad.compiler.ops import PRIMITIVES
 
@@ -54,8 +55,7 @@ def test_a_failure_prints_a_standalone_script_that_shows_it(monkeypatch, tmp_pat
     prelude = (f"import numpy as np; from tracegrad.compiler.ops import PRIMITIVES; "
                f"{WRONG_SIN}; exec(compile(open({str(path)!r}).read(), 'repro.py', 'exec'), "
                f"{{'__name__': '__main__'}})")
-    run = subprocess.run([sys.executable, "-c", prelude], capture_output=True, text=True,
-                         timeout=120, check=False)
+    run = run_python(prelude, timeout=120)
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.stdout.startswith("MISMATCH call"), run.stdout + run.stderr
     # ... and on the library as it is, it runs clean.

@@ -268,7 +268,10 @@ def test_backward_frees_saved_values_and_the_last_tensor_frees_the_graph(no_cycl
                                                                          compiled, calls):
     tracegrad.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 1))
-    forward = (lambda x: model(x).exp().sum())
+
+    def forward(x):
+        return model(x).exp().sum()
+
     forward = tracegrad.compile(forward) if compiled else forward
     for _ in range(calls):  # the last call's graph is looked at
         x = tracegrad.randn(64, 32)

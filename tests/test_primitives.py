@@ -19,7 +19,6 @@ from tracegrad.compiler.ops.dtypes import from_name, from_numpy
 
 import tracegrad
 
-EPS = 1e-6
 # PyTorch computes NaN and infinity silently: a NumPy warning is a bug here.
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 NAMES = sorted(PRIMITIVES)
@@ -93,8 +92,6 @@ def _engine_vjp(prim, arrays, attrs, wrt, cotangent, create_graph=False):
                                     grad_outputs=tracegrad.tensor(cotangent),
                                     create_graph=create_graph, allow_unused=True)
     return tensors, grads
-
-
 
 
 @pytest.mark.parametrize("name", NAMES)

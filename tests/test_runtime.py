@@ -6,17 +6,18 @@ Kernels here are written by hand in LLVM IR, as the compiler's lowering will wri
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import pathlib
-import subprocess
-import sys
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from child_process import run_python, run_python_together
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -151,12 +152,6 @@ exit:
 """
 
 
-def run_python(code: str, **environment: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **environment}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=60, check=False)
-
-
 def saxpy(native, a: float = 2.0, n: int = 1000) -> np.ndarray:
     from tracegrad.runtime.buffers import data_pointer
 
@@ -171,15 +166,6 @@ def engine():
     from tracegrad.runtime.engine import default_engine
 
     return default_engine()
-
-
-@pytest.fixture
-def threads():
-    from tracegrad.runtime import threads
-
-    before = threads.num_threads()
-    yield threads
-    threads.set_num_threads(before)
 
 
 # --- engine -----------------------------------------------------------------------------
@@ -278,9 +264,8 @@ def chunked_sum(native, x: np.ndarray) -> np.float32:
 
 
 DISK_HIT = """
-import json, sys
+import json
 import numpy as np
-sys.path.insert(0, {tests!r})
 from test_runtime import CHUNKED_SUM_IR, SAXPY_IR, chunked_sum, saxpy
 from tracegrad.runtime.cache import default_cache
 from tracegrad.runtime.threads import set_num_threads
@@ -289,8 +274,8 @@ y = saxpy(cache.compile_module(SAXPY_IR, ["saxpy"]))
 set_num_threads(2)
 total = chunked_sum(cache.compile_module(CHUNKED_SUM_IR, ["chunked_sum"]),
                     np.linspace(-3, 7, 50_001, dtype=np.float32))
-print(json.dumps({{"bits": y.view("uint32").tolist(), "sum": int(total.view("uint32")),
-                  "disk_hits": cache.stats.disk_hits, "compiles": cache.stats.compiles}}))
+print(json.dumps({"bits": y.view("uint32").tolist(), "sum": int(total.view("uint32")),
+                  "disk_hits": cache.stats.disk_hits, "compiles": cache.stats.compiles}))
 """
 
 
@@ -301,8 +286,7 @@ def test_disk_hit_in_a_new_process_gives_identical_results(engine, tmp_path):
     here = saxpy(cache.compile_module(SAXPY_IR, ["saxpy"]))
     total = chunked_sum(cache.compile_module(CHUNKED_SUM_IR, ["chunked_sum"]),
                         np.linspace(-3, 7, 50_001, dtype=np.float32))
-    done = run_python(DISK_HIT.format(tests=str(ROOT / "tests")),
-                      TRACEGRAD_CACHE_DIR=str(tmp_path))
+    done = run_python(DISK_HIT, TRACEGRAD_CACHE_DIR=str(tmp_path))
     assert done.returncode == 0, done.stderr
     there = json.loads(done.stdout)
     assert (there["disk_hits"], there["compiles"]) == (2, 0)
@@ -311,8 +295,6 @@ def test_disk_hit_in_a_new_process_gives_identical_results(engine, tmp_path):
 
 
 def test_threads_asking_for_one_program_at_once_share_one_compile(engine, tmp_path):
-    from concurrent.futures import ThreadPoolExecutor
-
     from tracegrad.runtime.cache import ProgramCache
 
     cache = ProgramCache(engine, tmp_path)
@@ -373,7 +355,6 @@ def test_disabled_cache_does_not_touch_disk(engine, tmp_path):
 
 CONCURRENT = """
 import json, sys
-sys.path.insert(0, {tests!r})
 from test_runtime import SAXPY_IR, saxpy
 from tracegrad.runtime.cache import default_cache
 sys.stdin.readline()  # start together
@@ -385,14 +366,9 @@ print(json.dumps(y.view("uint32").tolist()))
 def test_two_processes_compiling_at_once_both_succeed(tmp_path):
     from tracegrad.runtime.cache import decode_entry
 
-    code = CONCURRENT.format(tests=str(ROOT / "tests"))
-    env = {**os.environ, "TRACEGRAD_CACHE_DIR": str(tmp_path)}
-    workers = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env) for _ in range(2)]
-    outputs = [worker.communicate("go\n", timeout=60) for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0], [e for _, e in outputs]
-    assert outputs[0][0] == outputs[1][0]
+    done = run_python_together(CONCURRENT, timeout=60, TRACEGRAD_CACHE_DIR=str(tmp_path))
+    assert [d.returncode for d in done] == [0, 0], [d.stderr for d in done]
+    assert done[0].stdout == done[1].stdout
     entries = list(tmp_path.iterdir())
     assert len(entries) == 1 and entries[0].suffix == ".tgo"  # no temporary files left
     decode_entry(entries[0].read_bytes(), entries[0].stem)
@@ -400,8 +376,10 @@ def test_two_processes_compiling_at_once_both_succeed(tmp_path):
 
 # --- threads ----------------------------------------------------------------------------
 
+@functools.cache
 def recorder(engine):
-    """`record(n, grain)`: which thread ran each of n iterations, where its chunk began."""
+    """`record(n, grain)`: which thread ran each of n iterations, where its chunk began
+    (RECORD_IR compiled once per engine)."""
     function = engine.compile_module(RECORD_IR, ["record"]).function(
         "record", None, [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2)
 
@@ -485,12 +463,17 @@ entry:
 """
 
 
+@functools.cache
+def _handoff_function(engine):
+    return engine.compile_module(HANDOFF_IR, ["handoff"]).function(
+        "handoff", None, [ctypes.c_void_p])
+
+
 def handoff(engine, delay_us: int = 0) -> bool:
     """Whether a pool worker ran chunk 1 while the caller was in chunk 0."""
     from tracegrad.runtime.threads import CALM_NS
 
-    function = engine.compile_module(HANDOFF_IR, ["handoff"]).function(
-        "handoff", None, [ctypes.c_void_p])
+    function = _handoff_function(engine)
     pause = CALM_NS * 1e-9
     for _ in range(8):  # outlast any calm an earlier test caused: it may have been doubled
         time.sleep(pause)
@@ -527,26 +510,18 @@ def test_parallel_for_from_several_python_threads_at_once(engine, threads):
     native = engine.compile_module(CHUNKED_SUM_IR, ["chunked_sum"])
     x = np.random.default_rng(1).standard_normal(50_000).astype(np.float32)
     expected = chunked_sum(native, x)
-    results, errors = [], []
 
-    def work():
-        try:
-            results.extend(chunked_sum(native, x) for _ in range(200))
-        except Exception as error:  # noqa: BLE001 - reported by the assertion below
-            errors.append(error)
+    def work(_) -> list:
+        return [chunked_sum(native, x) for _ in range(200)]
 
-    workers = [threading.Thread(target=work) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    assert not errors and len(results) == 600
+    with ThreadPoolExecutor(3) as pool:  # a worker's exception is raised again here
+        results = [result for batch in pool.map(work, range(3)) for result in batch]
+    assert len(results) == 600
     assert all(result.view(np.uint32) == expected.view(np.uint32) for result in results)
 
 
 FORKED = """
-import os, sys
-sys.path.insert(0, {tests!r})
+import os
 from tracegrad.runtime.engine import default_engine
 from tracegrad.runtime.threads import set_num_threads
 set_num_threads(2)
@@ -563,7 +538,7 @@ print(int(came), os.waitstatus_to_exitcode(status))
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_starts_its_own_workers():
-    done = run_python(FORKED.format(tests=str(ROOT / "tests")))  # a hang times out
+    done = run_python(FORKED)  # a hang times out
     assert done.stdout.split() == ["1", "0"], done.stderr
 
 
@@ -638,11 +613,3 @@ def test_importing_the_runtime_loads_no_llvm():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
-
-@pytest.mark.parametrize("module", ["once", "threads", "cache", "engine"])
-def test_docstring_examples(module):
-    import doctest
-    import importlib
-
-    found = doctest.testmod(importlib.import_module(f"tracegrad.runtime.{module}"))
-    assert not found.failed

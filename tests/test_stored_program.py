@@ -8,20 +8,15 @@ are in `test_cache_faults.py`.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
+from child_process import run_python
 from tracegrad.compiler.ir_text import digest_graph, parse_graph
 from tracegrad.compiler.lower import NativeProgram, matmul, stored_program
 from tracegrad.compiler.lower.stored_program import Binding, program_key
 from tracegrad.runtime.cache import ProgramCache, decode_entry, encode_entry
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 GRAPH = """def f(x0: f32[4,8], x1: f32[8,3]):
     v0 = matmul(x0, x1)                           # f32[4,3]      model.py:{line}
@@ -134,8 +129,7 @@ def test_an_intact_entry_with_an_unreadable_binding_is_lowered_again(tmp_path):
 
 
 WARM = """
-import json, sys, time
-sys.path.insert(0, {tests!r})
+import json
 from test_stored_program import arrays, expected, graph
 from tracegrad.compiler.lower import NativeProgram
 from tracegrad.runtime.cache import default_cache
@@ -143,18 +137,15 @@ program = NativeProgram(graph())
 x, w = arrays(2)
 close = all(abs(got - want).max() < 1e-5 for got, want in zip(program.run(x, w), expected(x, w)))
 stats = default_cache().stats
-print(json.dumps({{"close": bool(close), "compiles": stats.compiles, "disk_hits": stats.disk_hits,
-                  "lowered": "_ir" in vars(program)}}))
+print(json.dumps({"close": bool(close), "compiles": stats.compiles, "disk_hits": stats.disk_hits,
+                  "lowered": "_ir" in vars(program)}))
 """
 
 
 def test_a_new_process_with_a_warm_cache_runs_without_lowering(tmp_path):
-    env = {**os.environ, "TRACEGRAD_CACHE_DIR": str(tmp_path)}
-    code = WARM.format(tests=str(ROOT / "tests"))
     reports = []
     for _ in range(2):
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env=env, timeout=120, check=False)
+        done = run_python(WARM, timeout=120, TRACEGRAD_CACHE_DIR=str(tmp_path))
         assert done.returncode == 0, done.stderr
         reports.append(json.loads(done.stdout))
     assert reports[0] == {"close": True, "compiles": 1, "disk_hits": 0, "lowered": True}

@@ -26,7 +26,14 @@ CHUNK_BYTES = 96 * 1024  # the rows of a chunk, over all its arrays: well inside
 
 def row_local(offset: ix.Index, outer: ix.Var, scale: int, row: int) -> bool:
     """True if iteration `o` of a loop whose counter is `outer` touches, at `offset`, only
-    row `o // scale` of a buffer with `row` elements per row."""
+    row `o // scale` of a buffer with `row` elements per row.
+
+    >>> o, j = ix.Var("o", 4), ix.Var("j", 5)
+    >>> row_local(ix.index(o) * 5 + ix.index(j), o, 1, 5)  # row o of a (4, 5) array
+    True
+    >>> row_local(ix.index(j) * 4 + ix.index(o), o, 1, 4)  # column o of a (5, 4) array
+    False
+    """
     if offset is None or not offset.is_affine_in({outer}):
         return False
     c = offset.coefficient(outer)
