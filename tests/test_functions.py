@@ -578,6 +578,14 @@ def test_inplace_on_a_leaf_is_allowed_without_recording():
     np.testing.assert_array_equal(x.grad.numpy(), [10.0, 6.0])
 
 
+def test_setitem_drops_a_value_s_leading_ones_as_pytorch_does():
+    h = tracegrad.zeros(4, 5)
+    h[3] = tracegrad.arange(5.0).reshape(1, 5)  # (1, 5) into a row of shape (5,)
+    np.testing.assert_array_equal(h.numpy()[3], np.arange(5.0))
+    h[1:3] = tracegrad.ones(1, 1, 5)
+    assert h.sum().item() == 20.0
+
+
 def test_detach_requires_grad_and_detach_():
     x = tracegrad.ones(2, requires_grad=True)
     y = x * 2

@@ -137,33 +137,44 @@ def tensor_constructor(self: Tensor, *args, **kwargs) -> None:
         setattr(self, slot, getattr(made, slot))
 
 
-def _shape(size, op: str = "empty") -> tuple:
-    if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        size = size[0]
+def int_sizes(args, op: str, argument: str = "size", inputs=()) -> tuple:
+    """`f(2, 3)`, `f((2, 3))` and `f([2, 3])` all mean (2, 3); anything else that is not
+    ints raises PyTorch's TypeError naming `op` and `argument`.
+
+    >>> int_sizes(([2, 3],), "zeros")
+    (2, 3)
+    """
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        args = args[0]
     try:
-        shape = tuple(int(s) for s in size)
+        return tuple(int(a) for a in args)
     except (TypeError, ValueError):
-        bad = [type(s).__name__ for s in size if not isinstance(s, (int, float))][:1]
-        raise op_error(TypeError, op, f"{op}(): argument 'size' (position 1) must be tuple of "
-                                      f"ints, not {(bad or ['float'])[0]}") from None
+        bad = [type(a).__name__ for a in args if not isinstance(a, (int, float))][:1]
+        raise op_error(TypeError, op, f"{op}(): argument '{argument}' (position 1) must be "
+                                      f"tuple of ints, not {(bad or ['float'])[0]}",
+                       inputs) from None
+
+
+def _shape(size, op: str = "empty") -> tuple:
+    shape = int_sizes(size, op)
     if any(s < 0 for s in shape):
         raise op_error(RuntimeError, op, f"Trying to create tensor with negative dimension "
                                          f"{min(shape)}: {list(shape)}")
     return shape
 
 
-def allocated(op: str, shape: tuple, dtype: DType, make) -> np.ndarray:
-    """`make()`, a new array of `shape`; if the machine cannot hold it, an error that names
-    `op`, the shape and the bytes asked for instead of NumPy's bare MemoryError."""
+def allocated(op: str, dtype: DType, make) -> np.ndarray:
+    """`make()`, a new array; if the machine cannot hold it, an error that names `op`, the
+    shape and the bytes asked for instead of NumPy's bare MemoryError."""
     try:
         return make()
-    except MemoryError:
-        raise allocation_error(op, shape, dtype) from None
+    except MemoryError as exc:  # NumPy's says which shape it could not allocate
+        raise allocation_error(op, getattr(exc, "shape", ()), dtype) from None
 
 
 def _filled(fill, size, dtype, requires_grad, default=float32, op="full") -> Tensor:
     dtype, shape = dtype or default, _shape(size, op)
-    array = allocated(op, shape, dtype, lambda: np.full(shape, fill, dtype=dtype.numpy))
+    array = allocated(op, dtype, lambda: np.full(shape, fill, dtype=dtype.numpy))
     return _finish(Tensor._wrap(array, dtype), requires_grad)
 
 
@@ -207,7 +218,7 @@ def empty(*size, dtype=None, device=None, requires_grad=False, memory_format=Non
         tracegrad.Size([2, 3])
     """
     dtype, shape = dtype or float32, _shape(size, "empty")
-    array = allocated("empty", shape, dtype, lambda: np.empty(shape, dtype=dtype.numpy))
+    array = allocated("empty", dtype, lambda: np.empty(shape, dtype=dtype.numpy))
     return _finish(Tensor._wrap(array, dtype), requires_grad)
 
 

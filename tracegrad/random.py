@@ -15,8 +15,7 @@ import numpy as np
 
 from .compiler.ops.dtypes import float32, int64
 from .compiler.ops.residuals import forget
-from .creation import _finish, _shape
-from .errors import allocation_error
+from .creation import _finish, _shape, allocated
 from .tensor import Tensor
 from .trace_state import state as _trace
 
@@ -156,11 +155,7 @@ def _float_dtype(dtype):
 def random_tensor(draw, dtype, requires_grad: bool = False, op: str = "random") -> Tensor:
     """A tensor of `draw()` (NumPy values from the generator). Inside a traced function it
     is redrawn on every call, not baked in."""
-    try:
-        data = draw()
-    except MemoryError as exc:  # NumPy's says which shape it could not allocate
-        raise allocation_error(op, getattr(exc, "shape", ()), dtype) from None
-    t = _finish(Tensor._wrap(data, dtype), requires_grad)
+    t = _finish(Tensor._wrap(allocated(op, dtype, draw), dtype), requires_grad)
     if _trace.tracer is not None:
         _trace.tracer.note_random(t, draw)
     return t

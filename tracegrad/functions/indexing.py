@@ -113,7 +113,8 @@ def _normalized(input, index, op: str) -> tuple:
 
 def setitem(input, index, value) -> None:
     index = _normalized(input, index, "index_put")
-    if isinstance(value, Tensor) and value.ndim and _is_basic(index):
+    basic = _is_basic(index)
+    if basic and isinstance(value, Tensor) and value.ndim:
         _check_fits(input, index, value)
     if isinstance(value, Tensor):
         value = value.to(input.dtype) if value.dtype is not input.dtype else value
@@ -121,22 +122,25 @@ def setitem(input, index, value) -> None:
         value = input.dtype.numpy.type(value) if np.ndim(value) == 0 else \
             Tensor._wrap(np.asarray(value, dtype=input.dtype.numpy), input.dtype)
     raw = value._data if isinstance(value, Tensor) else value
-    if _is_basic(index) and input._requires_grad and input.grad_fn is None and \
+    if basic and input._requires_grad and input.grad_fn is None and \
             grad_mode.state.enabled:
         raise RuntimeError(VIEW_OF_LEAF_IN_PLACE)  # `x[0] = v` writes through a view of x
     commit_inplace(input, lambda old: apply(ops.index_put, (old, value), {"index": index}),
-                   name=COPY_SLICES if _is_basic(index) else "IndexPutBackward0",
+                   name=COPY_SLICES if basic else "IndexPutBackward0",
                    others=(value,), op="index_put",
+                   written=index if basic else None,
                    fast=lambda data: data.__setitem__(index, raw))
 
 
 def _check_fits(input, index: tuple, value: Tensor) -> None:
     """PyTorch's error for `input[index] = value` when `value` does not broadcast to the
     indexed part (checked before anything is written; `index` is basic: this is a view)."""
-    shape = input._data[index].shape
+    shape, given = input._data[index].shape, value._data.shape
+    while len(given) > len(shape) and given[0] == 1:  # NumPy and PyTorch drop leading ones
+        given = given[1:]
     try:
-        fits = np.broadcast_shapes(shape, value._data.shape) == shape
-    except ValueError:
+        fits = ops.broadcast_shapes(shape, given) == shape
+    except ops.ShapeError:
         fits = False
     if not fits:
         raise op_error(RuntimeError, "index_put", f"shape mismatch: value tensor of shape "

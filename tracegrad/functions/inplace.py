@@ -33,11 +33,12 @@ VIEW_OF_LEAF_IN_PLACE = ("a view of a leaf Variable that requires grad is being 
 
 
 def commit_inplace(target: Tensor, compute, *, name: str | None = None, others=(), fast=None,
-                   op: str = "copy_"):
+                   op: str = "copy_", written=None):
     """Run `compute(old_target)` and write its result into `target`.
 
     `fast(data)`, when given, does the same directly on the NumPy array; it is used when
-    nothing needs recording. `op` names the operation in errors.
+    nothing needs recording. `op` names the operation in errors; `written`, when given, is
+    the (basic) index of the part written, so that only views of that part are remade.
     """
     recording = _grad.enabled and (target._requires_grad or any(
         isinstance(o, Tensor) and o._requires_grad for o in others))
@@ -68,7 +69,8 @@ def commit_inplace(target: Tensor, compute, *, name: str | None = None, others=(
     if target._base is not None and (recording or tracer is not None):
         _rebase(target)
     if recording or tracer is not None:
-        _refresh_views(target, recording)
+        _refresh_views(target, recording,
+                       target._data if written is None else target._data[written])
     return target
 
 
@@ -119,10 +121,10 @@ def _rebase(view: Tensor) -> None:
         _rebase(base)
 
 
-def _refresh_views(target: Tensor, recording: bool) -> None:
-    """After an in-place write to `target` (and through it to its bases), remake the
-    history and trace of every other view of that memory from its base: its values
-    changed with the write (PyTorch regenerates a view's grad_fn the same way).
+def _refresh_views(target: Tensor, recording: bool, data) -> None:
+    """After an in-place write of `data` (`target`'s memory, or the part of it written),
+    remake the history and trace of every other view of that memory from its base: its
+    values changed with the write (PyTorch regenerates a view's grad_fn the same way).
 
     >>> import tracegrad as torch
     >>> x = torch.ones(3, requires_grad=True)
@@ -134,38 +136,38 @@ def _refresh_views(target: Tensor, recording: bool) -> None:
     while root._base is not None:
         root = root._base[0]
         written.add(id(root))
-    _refresh_views_of(root, written, recording)
+    _refresh_views_of(root, written, recording, data)
 
 
-def _refresh_views_of(base: Tensor, written: set, recording: bool) -> None:
+def _refresh_views_of(base: Tensor, written: set, recording: bool, data) -> None:
     for ref in base._views or ():
         view = ref()
-        if view is None:
-            continue
-        if id(view) not in written and view._replay is not None:
-            prim, attrs = view._replay
+        if view is None or not np.may_share_memory(view._data, data):
+            continue  # its values (and those of its own views) did not change
+        if id(view) not in written:
+            index = view._base[1]
+            prim, attrs = view._replay if index is None else (ops.gather, {"index": index})
             new = apply(prim, (base,), attrs)
             if _trace.tracer is not None:
                 _trace.tracer.rebind(view, new)
             if recording:
                 view.grad_fn, view._requires_grad, view._output_nr = \
                     new.grad_fn, new._requires_grad, 0
-        _refresh_views_of(view, written, recording)
+        _refresh_views_of(view, written, recording, data)
 
 
 def _write_checked(target: Tensor, write, result: Tensor | None = None, op: str = "copy_",
                    others=()) -> None:
     """Run `write(target_data)`, turning NumPy's refusals into PyTorch's messages (and our
     line naming `op`, its operands and the user's line). Nothing is written if it fails."""
-    operands = [target, *(o for o in others if isinstance(o, Tensor))]
     if result is not None and result.dtype.category > target.dtype.category:
         raise op_error(RuntimeError, op, f"result type {_word(result.dtype)} can't be cast to "
                                          f"the desired output type {_word(target.dtype)}",
-                       operands)
+                       _operands(target, others))
     if result is not None and result._data.shape != target._data.shape:
         raise op_error(RuntimeError, op, f"output with shape {list(target.shape)} doesn't "
                                          f"match the broadcast shape {list(result.shape)}",
-                       operands)
+                       _operands(target, others))
     forget(target._data)  # values a kernel remembered for the old contents are stale
     data = target._data
     if target._base is None and not data.flags.writeable and not any(data.strides) and \
@@ -176,14 +178,20 @@ def _write_checked(target: Tensor, write, result: Tensor | None = None, op: str 
     except TypeError as exc:  # NumPy's UFuncTypeError is one
         raise op_error(RuntimeError, op, f"result type can't be cast to the desired output "
                                          f"type {_word(target.dtype)} ({exc})",
-                       operands) from None
+                       _operands(target, others)) from None
     except ValueError as exc:  # shapes that do not fit (NumPy checks before it writes)
+        operands = _operands(target, others)
         try:
             message = (f"output with shape {list(target.shape)} doesn't match the broadcast "
                        f"shape {list(np.broadcast_shapes(*(t.shape for t in operands)))}")
         except ValueError:
             message = f"shape mismatch: {exc}"
         raise op_error(RuntimeError, op, message, operands) from None
+
+
+def _operands(target: Tensor, others) -> list:
+    """The tensors an in-place op's error message describes."""
+    return [target, *(o for o in others if isinstance(o, Tensor))]
 
 
 def _word(dtype) -> str:
@@ -268,7 +276,7 @@ def function_inplace(fn, name=None):
     def op_(self, *args, **kwargs):
         others = [a for a in args if isinstance(a, Tensor)]
         return commit_inplace(self, lambda old: fn(old, *args, **kwargs), others=others,
-                              name=name)
+                              name=name, op=op_.__name__)
 
     op_.__name__ = fn.__name__ + "_"
     op_.__doc__ = _inplace_doc(op_.__name__)
@@ -285,7 +293,7 @@ def zero_(self):
         >>> x.zero_()
         tensor([0., 0.])
     """
-    return _fill(self, 0, "ZeroBackward0")
+    return _fill(self, 0, "ZeroBackward0", "zero_")
 
 
 def fill_(self, value):
@@ -299,13 +307,13 @@ def fill_(self, value):
     """
     # PyTorch's node names tell a Python number (2) from a 0-d tensor (3) value
     return _fill(self, _raw(value), "FillBackward3" if isinstance(value, Tensor) else
-                 "FillBackward2")
+                 "FillBackward2", "fill_")
 
 
-def _fill(self, value, name: str):
+def _fill(self, value, name: str, op: str):
     from .pointwise import mul
 
-    return commit_inplace(self, lambda old: mul(old, 0) + value, name=name,
+    return commit_inplace(self, lambda old: mul(old, 0) + value, name=name, op=op,
                           fast=lambda data: data.fill(value))
 
 

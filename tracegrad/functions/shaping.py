@@ -18,6 +18,7 @@ import numpy as np
 
 from ..compiler import ops
 from ..compiler.ops import normalize_axes, normalize_axis
+from ..creation import int_sizes
 from ..eager import apply, promote
 from ..errors import op_error
 from ..tensor import Tensor
@@ -30,7 +31,7 @@ def mark_view(result: Tensor, base: Tensor, index=None, replay=None) -> Tensor:
     if np.may_share_memory(result._data, base._data):
         result._version = base._version
         result._base = (base, index)
-        result._replay = (ops.gather, {"index": index}) if index is not None else replay
+        result._replay = replay
         views = base._views
         if views is None:
             views = base._views = []
@@ -40,17 +41,9 @@ def mark_view(result: Tensor, base: Tensor, index=None, replay=None) -> Tensor:
     return result
 
 
-def _sizes(args, op: str = "reshape", input=None) -> tuple:
-    """`f(2, 3)`, `f((2, 3))` and `f([2, 3])` all mean the shape (2, 3)."""
-    if len(args) == 1 and isinstance(args[0], (tuple, list)):
-        args = args[0]
-    try:
-        return tuple(int(a) for a in args)
-    except (TypeError, ValueError):
-        bad = [type(a).__name__ for a in args if not isinstance(a, (int, float))][:1]
-        raise op_error(TypeError, op, f"{op}(): argument 'shape' (position 1) must be tuple "
-                                      f"of ints, not {(bad or ['float'])[0]}",
-                       [input] if input is not None else ()) from None
+def _view_op(prim, input, attrs: dict) -> Tensor:
+    """`prim(input, **attrs)`, marked as a view of `input` that a write to it can remake."""
+    return mark_view(apply(prim, (input,), attrs), input, replay=(prim, attrs))
 
 
 def _infer_shape(shape: tuple, input, op: str) -> tuple:
@@ -80,13 +73,13 @@ def reshape(input, *shape):
         >>> x.reshape(-1, 2).shape
         tracegrad.Size([3, 2])
     """
-    shape = _infer_shape(_sizes(shape, "reshape", input), input, "reshape")
+    shape = _infer_shape(int_sizes(shape, "reshape", "shape", (input,)), input, "reshape")
     if shape == input._data.shape:
         return _alias(input)
-    out = apply(ops.reshape, (input,), {"shape": shape})
-    if out.grad_fn is not None and not np.may_share_memory(out._data, input._data):
+    out = _view_op(ops.reshape, input, {"shape": shape})
+    if out.grad_fn is not None and out._base is None:
         out.grad_fn.display_name = "UnsafeViewBackward0"  # a copy: PyTorch's clone + view
-    return mark_view(out, input, replay=(ops.reshape, {"shape": shape}))
+    return out
 
 
 def view(input, *shape):
@@ -105,7 +98,7 @@ def view(input, *shape):
     """
     if len(shape) == 1 and isinstance(shape[0], ops.DType):
         raise RuntimeError("view(dtype) is not supported; use .to(dtype)")
-    shape = _infer_shape(_sizes(shape, "view", input), input, "view")
+    shape = _infer_shape(int_sizes(shape, "view", "shape", (input,)), input, "view")
     probe = input._data.view()
     try:
         probe.shape = shape  # NumPy refuses exactly when a copy would be needed
@@ -121,8 +114,7 @@ def view(input, *shape):
 
 def _alias(input):
     """`input` itself as a new tensor in the graph (a reshape to the same shape)."""
-    attrs = {"shape": input._data.shape}
-    return mark_view(apply(ops.reshape, (input,), attrs), input, replay=(ops.reshape, attrs))
+    return _view_op(ops.reshape, input, {"shape": input._data.shape})
 
 
 def flatten(input, start_dim: int = 0, end_dim: int = -1):
@@ -207,7 +199,8 @@ def permute(input, *dims):
         >>> torch.zeros(2, 3, 4).permute(2, 0, 1).shape
         tracegrad.Size([4, 2, 3])
     """
-    dims = tuple(normalize_axis(d, input.ndim, "permute") for d in _sizes(dims))
+    dims = tuple(normalize_axis(d, input.ndim, "permute")
+                 for d in int_sizes(dims, "permute", "dims", (input,)))
     if len(dims) != input.ndim:
         raise op_error(RuntimeError, "permute", f"permute(sparse_coo): number of dimensions in "
                        f"the tensor input does not match the length of the desired ordering of "
@@ -216,8 +209,7 @@ def permute(input, *dims):
     if sorted(dims) != list(range(input.ndim)):
         raise op_error(RuntimeError, "permute", "permute(): duplicate dims are not allowed.",
                        (input,))
-    return mark_view(apply(ops.permute, (input,), {"dims": dims}), input,
-                     replay=(ops.permute, {"dims": dims}))
+    return _view_op(ops.permute, input, {"dims": dims})
 
 
 def transpose(input, dim0: int, dim1: int):
@@ -299,7 +291,7 @@ def expand(input, *sizes):
         tensor([[1, 1, 1],
                 [2, 2, 2]])
     """
-    sizes = _sizes(sizes)
+    sizes = int_sizes(sizes, "expand", "size", (input,))
     lead = len(sizes) - input.ndim
     if lead < 0:
         raise RuntimeError(f"expand(torch.FloatTensor{{{list(input.shape)}}}, size={list(sizes)}):"
@@ -308,8 +300,7 @@ def expand(input, *sizes):
     shape = tuple(input.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
     if shape == input._data.shape:
         return _alias(input)
-    return mark_view(apply(ops.expand, (input,), {"shape": shape}), input,
-                     replay=(ops.expand, {"shape": shape}))
+    return _view_op(ops.expand, input, {"shape": shape})
 
 
 def expand_as(input, other):
