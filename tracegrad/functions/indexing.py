@@ -79,7 +79,7 @@ def _dims_used(index) -> int:
 
 
 def _is_basic(index) -> bool:
-    return not any(isinstance(i, np.ndarray) or isinstance(i, bool) for i in index)
+    return not any(isinstance(i, (np.ndarray, bool)) for i in index)
 
 
 def getitem(input, index):
