@@ -133,11 +133,11 @@ def _gelu(b, x, approximate):
 
 
 def _gelu_slope(b, x, approximate):
-    if approximate == "tanh":  # d/dx x σ(2u) = σ (1 + 2 x (1 - σ) u')
+    if approximate == "tanh":  # d/dx x σ(2u) = σ (1 + x (1 - σ) 2u')
         sig, rest = _tanh_gelu_sigmoid(b, x)
-        du = mul(b, add(b, mul(b, mul(b, x, x), like(x, 3 * GELU_A)), like(x, 1.0)),
-                 like(x, 2 * GELU_C))
-        return mul(b, sig, add(b, like(x, 1.0), mul(b, mul(b, x, rest), du)))
+        du2 = _fma(b, mathlib.mul(b, x, x), 6 * GELU_A * GELU_C, 2 * GELU_C)
+        x_rest_du2 = mathlib.mul(b, mathlib.mul(b, x, rest), du2)
+        return mathlib.mul(b, sig, mathlib.add(b, x_rest_du2, like(x, 1.0)))
     cdf = mul(b, like(x, 0.5), add(b, like(x, 1.0), _erf_of_scaled(b, x)))
     density = mathlib.exp(b, mul(b, mul(b, like(x, -0.5), x), x))
     return add(b, cdf, mul(b, mul(b, x, like(x, INV_SQRT_2PI)), density))
@@ -148,14 +148,24 @@ def _tanh_gelu_sigmoid(b, x):
 
     The reference's (1 + tanh u) / 2 is σ(2u): one exp of -2|u| (which never overflows)
     and one division, where tanh would need a polynomial as well, and no cancellation
-    where tanh u nears -1."""
-    u = mul(b, mul(b, add(b, mul(b, mul(b, x, x), like(x, GELU_A)), like(x, 1.0)), x),
-            like(x, GELU_C))
-    e = mathlib.exp(b, mul(b, call1(b, "fabs", u), like(x, -2.0)))
-    r = b.fdiv(like(x, 1.0), add(b, e, like(x, 1.0)))
-    er = mul(b, e, r)
-    positive = b.fcmp_ordered(">=", u, like(x, 0.0))
+    where tanh u nears -1. As 1 + A x² > 0, u has the sign of x and
+    -2|u| = |x| (-2C - 2AC x²).
+
+    Inside one primitive the rounding is ours to choose, so unlike the graph's own
+    arithmetic these products may fuse into FMAs (`mathlib`'s `contract`): the same
+    accuracy in a fifth fewer instructions."""
+    minus_2u_abs = mathlib.mul(b, call1(b, "fabs", x),
+                               _fma(b, mathlib.mul(b, x, x), -2 * GELU_A * GELU_C, -2 * GELU_C))
+    e = mathlib.exp(b, minus_2u_abs)
+    r = b.fdiv(like(x, 1.0), mathlib.add(b, e, like(x, 1.0)))
+    er = mathlib.mul(b, e, r)
+    positive = b.fcmp_ordered(">=", x, like(x, 0.0))
     return b.select(positive, r, er), b.select(positive, er, r)
+
+
+def _fma(b, x, y: float, z: float):
+    """x y + z with constant y and z, fusable (see `_tanh_gelu_sigmoid`)."""
+    return mathlib.add(b, mathlib.mul(b, x, like(x, y)), like(x, z))
 
 
 def _float_only(fn):
