@@ -7,9 +7,12 @@ string, the tuning of LLVM's pipeline, this file's format version). Same key, sa
 On disk (``~/.cache/tracegrad``, or ``TRACEGRAD_CACHE_DIR``) each entry is one file,
 ``<key>.tgo``::
 
-    tracegrad-object 2\\n
-    {"key": ..., "size": ..., "extra": ..., "sha256": ..., "externals": [...]}\\n
+    tracegrad-object 3\\n
+    {"key": ..., "size": ..., "parts": [...], "extra": ..., "sha256": ..., "externals": [...]}\\n
     <object code><extra bytes>
+
+The object code is one object per module of the program (``parts`` gives their sizes,
+which add up to ``size``).
 
 The extra bytes are what the caller stored with the program (``keep``): the compiler keeps
 a program's binding there, under a key it computes before lowering (see
@@ -33,6 +36,7 @@ one warning; the program still runs, from memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -52,7 +56,7 @@ from .engine import (
 )
 from .once import once
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MAGIC = b"tracegrad-object %d\n" % FORMAT_VERSION
 SUFFIX = ".tgo"
 ENVIRONMENT_VARIABLE = "TRACEGRAD_CACHE_DIR"
@@ -228,8 +232,10 @@ class ProgramCache:
 
 def encode_entry(key: str, object_code: ObjectCode, extra: bytes = b"") -> bytes:
     """The bytes of a cache file for ``object_code`` (and ``extra``) under ``key``."""
-    body = object_code.code + extra
-    header = {"key": key, "size": len(object_code.code), "extra": len(extra),
+    code = b"".join(object_code.parts)
+    body = code + extra
+    header = {"key": key, "size": len(code), "parts": [len(part) for part in object_code.parts],
+              "extra": len(extra),
               "sha256": hashlib.sha256(body).hexdigest(),
               "externals": list(object_code.externals)}
     return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + body
@@ -246,13 +252,16 @@ def decode_entry(data: bytes, key: str) -> tuple[ObjectCode, bytes]:
     try:
         header = json.loads(data[len(MAGIC):end])
         expected = (header["key"], header["size"], header["sha256"], header["externals"],
-                    header["extra"])
+                    header["extra"], header["parts"])
     except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise CorruptEntryError(f"unreadable header ({error})") from None
     if not (isinstance(expected[1], int) and isinstance(expected[3], list)
-            and isinstance(expected[4], int)
-            and all(isinstance(name, str) for name in expected[3])):
+            and isinstance(expected[4], int) and isinstance(expected[5], list)
+            and all(isinstance(name, str) for name in expected[3])
+            and all(isinstance(size, int) and size > 0 for size in expected[5])):
         raise CorruptEntryError("header fields of the wrong types")
+    if sum(expected[5]) != expected[1]:
+        raise CorruptEntryError(f"parts of {expected[5]} bytes do not make {expected[1]}")
     body = data[end + 1:]
     if expected[0] != key:
         raise CorruptEntryError("entry is for another key")
@@ -261,7 +270,9 @@ def decode_entry(data: bytes, key: str) -> tuple[ObjectCode, bytes]:
                                 f"{expected[1]} + {expected[4]}")
     if hashlib.sha256(body).hexdigest() != expected[2]:
         raise CorruptEntryError("object code does not match its checksum")
-    return ObjectCode(body[:expected[1]], tuple(expected[3])), body[expected[1]:]
+    ends = list(itertools.accumulate(expected[5]))
+    parts = tuple(body[end - size:end] for size, end in zip(expected[5], ends))
+    return ObjectCode(parts, tuple(expected[3])), body[expected[1]:]
 
 
 def _remove_quietly(path: str) -> None:

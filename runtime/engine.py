@@ -14,6 +14,11 @@ The lifecycle of a module, in the spirit of numba's ``core/codegen.py``:
 Freshly compiled code and code loaded from the cache take the same path from step 5 on,
 so a cache hit runs exactly the machine code a compile would have made.
 
+A text may hold several modules, each from its ``; ModuleID`` line on (a large program
+comes in parts, ``compiler/lower/program.py``). Steps 1-4 then run on one thread per
+module, up to ``TRACEGRAD_NUM_THREADS``, each in an LLVM context of its own, and step 5
+links the objects into one engine, where the parts call each other's functions.
+
 >>> native = default_engine().compile_module(
 ...     "define i64 @twice(i64 %x) {\n  %y = add i64 %x, %x\n  ret i64 %y\n}", ["twice"])
 >>> import ctypes
@@ -24,6 +29,7 @@ so a cache hit runs exactly the machine code a compile would have made.
 from __future__ import annotations
 
 import ctypes
+import re
 import threading
 from dataclasses import dataclass
 
@@ -68,9 +74,10 @@ class HostTarget:
 
 @dataclass(frozen=True)
 class ObjectCode:
-    """A compiled module: relocatable machine code and the outside symbols it calls."""
+    """A compiled program: one relocatable object per module, and the outside symbols
+    they call (those no part defines)."""
 
-    code: bytes
+    parts: tuple[bytes, ...]
     externals: tuple[str, ...]
 
 
@@ -120,7 +127,7 @@ class Engine:
 
     def __init__(self, opt_level: int = 3):
         self.opt_level = opt_level
-        self._lock = threading.RLock()  # LLVM contexts and modules are single-threaded
+        self._lock = threading.RLock()  # MCJIT engines live in LLVM's global context
 
     @property
     def host(self) -> HostTarget:
@@ -131,10 +138,23 @@ class Engine:
         return self.load_object(self.compile_object(ir_text), entry_points)
 
     def compile_object(self, ir_text: str) -> ObjectCode:
-        """Steps 1-4: the relocatable object code for ``ir_text``."""
-        with self._lock:
-            module, machine = self._optimized(ir_text)
-            return ObjectCode(machine.emit_object(module), _external_symbols(module))
+        """Steps 1-4: the relocatable object code for ``ir_text``, its modules compiled
+        side by side."""
+        parts = _side_by_side(self._compile_part, split_modules(ir_text),
+                              threads.num_threads())
+        defined = {name for _, _, names in parts for name in names}
+        externals = sorted({name for _, used, _ in parts for name in used} - defined)
+        _check_resolvable(externals)
+        return ObjectCode(tuple(code for code, _, _ in parts), tuple(externals))
+
+    def _compile_part(self, ir_text: str) -> tuple[bytes, tuple, list]:
+        """One module's object code, the symbols it uses and those it defines."""
+        module = _parse(ir_text, llvm.create_context())
+        machine = self.host.target_machine(self.opt_level)
+        _optimize(module, machine, self.opt_level)
+        code = _emit_object(machine, module)
+        defined = [fn.name for fn in module.functions if not fn.is_declaration]
+        return code, _external_symbols(module), defined
 
     def load_object(self, object_code: ObjectCode, entry_points: list[str]) -> NativeModule:
         """Step 5: load machine code made by ``compile_object`` (now or in another process)."""
@@ -144,28 +164,67 @@ class Engine:
         return native
 
     def optimized_ir(self, ir_text: str) -> str:
-        """The module as LLVM's optimiser leaves it (``tracegrad ir --stage llvm``)."""
-        with self._lock:
-            return str(self._optimized(ir_text)[0])
+        """The modules as LLVM's optimiser leaves them (``tracegrad ir --stage llvm``)."""
+        return "\n".join(str(module) for module, _ in self._optimized(ir_text))
 
     def assembly(self, ir_text: str) -> str:
         """Host assembly for ``ir_text`` (``tracegrad ir --stage asm``)."""
-        with self._lock:
-            module, machine = self._optimized(ir_text)
-            return machine.emit_assembly(module)
+        return "\n".join(machine.emit_assembly(module)
+                         for module, machine in self._optimized(ir_text))
 
-    def _optimized(self, ir_text: str) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:
-        host = _process().host
-        module = _parse(ir_text)
-        _check_resolvable(_external_symbols(module))
-        machine = host.target_machine(self.opt_level)
-        _optimize(module, machine, self.opt_level)
-        return module, machine
+    def _optimized(self, ir_text: str) -> list[tuple[llvm.ModuleRef, llvm.TargetMachine]]:
+        optimized = []
+        for text in split_modules(ir_text):
+            module = _parse(text, llvm.create_context())
+            machine = self.host.target_machine(self.opt_level)
+            _optimize(module, machine, self.opt_level)
+            optimized.append((module, machine))
+        return optimized
 
 
-def _parse(ir_text: str) -> llvm.ModuleRef:
+def split_modules(ir_text: str) -> list[str]:
+    """The modules of ``ir_text``: a new one starts at each ``; ModuleID`` line.
+
+    >>> split_modules("; ModuleID = 'a'\\n; ModuleID = 'b'\\n")
+    ["; ModuleID = 'a'\\n", "; ModuleID = 'b'\\n"]
+    """
+    return [text for text in re.split(r"(?m)^(?=; ModuleID)", ir_text) if text] or [ir_text]
+
+
+def _side_by_side(work, items: list, threads_wanted: int) -> list:
+    """``[work(item) for item in items]`` on up to ``threads_wanted`` threads (this one
+    included); the first exception raised is raised here, after every thread is done."""
+    results: list = [None] * len(items)
+    errors: list = []
+    pending = iter(range(len(items)))
+    claim = threading.Lock()
+
+    def run() -> None:
+        while not errors:
+            with claim:
+                i = next(pending, None)
+            if i is None:
+                return
+            try:
+                results[i] = work(items[i])
+            except BaseException as error:  # noqa: BLE001 - re-raised by the caller
+                errors.append(error)
+
+    helpers = [threading.Thread(target=run, daemon=True)
+               for _ in range(min(threads_wanted, len(items)) - 1)]
+    for helper in helpers:
+        helper.start()
+    run()
+    for helper in helpers:
+        helper.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _parse(ir_text: str, context: llvm.ContextRef | None = None) -> llvm.ModuleRef:
     try:
-        module = llvm.parse_assembly(ir_text)
+        module = llvm.parse_assembly(ir_text, context)
         module.verify()
     except RuntimeError as error:
         raise CompileError(f"invalid LLVM IR: {error}") from None
@@ -194,7 +253,31 @@ def _optimize(module: llvm.ModuleRef, machine: llvm.TargetMachine, opt_level: in
     for name, value in options.items():
         setattr(tuning, name, value)
     builder = llvm.create_pass_builder(machine, tuning)
-    builder.getModulePassManager().run(module, builder)
+    _unlocked("LLVMPY_RunNewModulePassManager", builder.getModulePassManager(), module, builder)
+
+
+def _emit_object(machine: llvm.TargetMachine, module: llvm.ModuleRef) -> bytes:
+    """``machine.emit_object(module)``, without llvmlite's lock (see `_unlocked`)."""
+    with llvm.ffi.OutputString() as error:
+        buffer = _unlocked("LLVMPY_TargetMachineEmitToMemory", machine, module, 1, error)
+        if not buffer:
+            raise CompileError(f"LLVM could not emit an object: {error}")
+    try:
+        return ctypes.string_at(llvm.ffi.lib.LLVMPY_GetBufferStart(buffer),
+                                llvm.ffi.lib.LLVMPY_GetBufferSize(buffer))
+    finally:
+        llvm.ffi.lib.LLVMPY_DisposeMemoryBuffer(buffer)
+
+
+def _unlocked(name: str, *args):
+    """Call llvmlite's C function ``name`` without the one lock llvmlite holds around
+    every call. That lock is for LLVM's global context; optimising and emitting touch only
+    their own module, context and target machine, which LLVM allows on several threads at
+    once, and they are most of a compile: held, the lock would make the parts of a program
+    compile one after the other. (``_cfn`` is llvmlite's unwrapped ctypes function; an
+    llvmlite without it gets the locked call.)"""
+    function = getattr(llvm.ffi.lib, name)
+    return getattr(function, "_cfn", function)(*args)
 
 
 def _external_symbols(module: llvm.ModuleRef) -> tuple[str, ...]:
@@ -217,7 +300,8 @@ def _link(object_code: ObjectCode, machine: llvm.TargetMachine) -> NativeModule:
     # Creating an MCJIT engine is also what makes the process's own symbols (libc, libm,
     # pthreads) visible to LLVM, so the check comes after it.
     _check_resolvable(object_code.externals)
-    execution_engine.add_object_file(llvm.ObjectFileRef.from_data(object_code.code))
+    for part in object_code.parts:
+        execution_engine.add_object_file(llvm.ObjectFileRef.from_data(part))
     execution_engine.finalize_object()
     return NativeModule(execution_engine, object_code)
 
@@ -241,7 +325,7 @@ def _process() -> _Process:
     module = _parse(threads.runtime_ir(host.triple))
     machine = host.target_machine(0)
     _optimize(module, machine, 0)
-    object_code = ObjectCode(machine.emit_object(module), _external_symbols(module))
+    object_code = ObjectCode((machine.emit_object(module),), _external_symbols(module))
     runtime = _link(object_code, host.target_machine(0))
     for name in threads.EXPORTED:
         llvm.add_symbol(name, runtime.address(name))

@@ -188,6 +188,7 @@ DAMAGE = {
     "one byte of code flipped": _flip_code_byte,
     "wrong checksum": lambda data: _with_header(data, sha256="0" * 64),
     "wrong size": lambda data: _with_header(data, size=12),
+    "parts that do not add up to the size": lambda data: _with_header(data, parts=[12, 5]),
     "another key": lambda data: _with_header(data, key="f" * 64),
     "header fields of the wrong type": lambda data: _with_header(data, externals=7),
     "a symbol this process lacks": lambda data: _with_header(

@@ -30,6 +30,7 @@ from tracegrad.compiler.ops.dtypes import from_numpy
 
 lower = pytest.importorskip("tracegrad.compiler.lower")
 from tracegrad.compiler.lower import Kernel, NativeProgram, NotLowerable, can_lower
+from tracegrad.compiler.lower.execute import kernels_for
 from tracegrad.runtime.cache import ProgramCache
 
 # Same arithmetic as NumPy's, so the same bits (sqrt is IEEE; comparisons, moves and
@@ -465,6 +466,26 @@ def test_row_groups_give_the_same_bits_as_nest_by_nest(case, cache, monkeypatch,
         got, want = program.run(*arrays), nest_by_nest.run(*arrays)
         assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
     assert_matches(got, run_graph(graph, *arrays), case, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(0, RANDOM_PROGRAMS, 3))
+def test_a_program_in_several_modules_gives_the_bits_of_one(seed, monkeypatch, threads):
+    """Cut into modules compiled side by side (`program.split_kernels`), a program
+    computes exactly what it computes as one module."""
+    from tracegrad.compiler.lower import program as emit
+
+    for what, graph, arrays in random_graphs(seed):
+        kernels, plan = kernels_for(graph)
+        monkeypatch.setattr(emit, "NESTS_PER_PART", 10**9)
+        whole = native(graph, ProgramCache(enabled=False), kernels=kernels, memory_plan=plan)
+        monkeypatch.setattr(emit, "NESTS_PER_PART", 1)
+        cut = native(graph, ProgramCache(enabled=False), kernels=kernels, memory_plan=plan)
+        assert whole.ir.count("; ModuleID") == 1
+        assert cut.ir.count("; ModuleID") == min(emit.MOST_PARTS, len(cut.plan.kernels))
+        threads.set_num_threads(2)
+        with np.errstate(all="ignore"):
+            got, want = cut.run(*arrays), whole.run(*arrays)
+        assert [a.tobytes() for a in got] == [a.tobytes() for a in want], what
 
 
 # --- the API around it -------------------------------------------------------------------

@@ -223,6 +223,55 @@ def test_bad_ir_raises_compile_error(engine):
         engine.compile_module(SAXPY_IR, ["absent"])
 
 
+# Two modules in one text: the first calls a function the second defines.
+TWO_MODULE_IR = """; ModuleID = "caller"
+declare i64 @twice(i64)
+define i64 @four_times(i64 %x) {
+  %y = call i64 @twice(i64 %x)
+  %z = call i64 @twice(i64 %y)
+  ret i64 %z
+}
+; ModuleID = "callee"
+define i64 @twice(i64 %x) {
+  %y = add i64 %x, %x
+  ret i64 %y
+}
+"""
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_modules_of_one_text_compile_side_by_side_and_call_each_other(engine, threads, count):
+    threads.set_num_threads(count)
+    code = engine.compile_object(TWO_MODULE_IR)
+    assert len(code.parts) == 2 and code.externals == ()
+    native = engine.load_object(code, ["four_times", "twice"])
+    assert native.function("four_times", ctypes.c_int64, [ctypes.c_int64])(5) == 20
+    assert engine.optimized_ir(TWO_MODULE_IR).count("; ModuleID") == 2
+    assert "four_times:" in engine.assembly(TWO_MODULE_IR)
+
+
+def test_side_by_side_compiles_give_the_bits_of_one_thread(engine, threads):
+    text = "".join(f'; ModuleID = "m{i}"\n' + SAXPY_IR.replace("@saxpy", f"@saxpy{i}")
+                   for i in range(4))
+    threads.set_num_threads(1)
+    one = engine.compile_object(text)
+    assert len(one.parts) == 4
+    threads.set_num_threads(4)
+    assert engine.compile_object(text) == one
+
+
+def test_a_bad_module_among_several_raises_compile_error(engine, threads):
+    from tracegrad.runtime.engine import CompileError
+
+    threads.set_num_threads(2)
+    broken = TWO_MODULE_IR.replace("ret i64 %y\n}\n", "ret i32 0\n}\n")
+    with pytest.raises(CompileError, match="invalid LLVM IR"):
+        engine.compile_object(broken)
+    unresolved = TWO_MODULE_IR.replace("@twice(i64 %x) {", "@thrice(i64 %x) {")
+    with pytest.raises(CompileError, match="undefined symbols: twice"):
+        engine.compile_object(unresolved)
+
+
 def test_function_keeps_its_module_alive(engine):
     import gc
 

@@ -71,32 +71,62 @@ class Layout:
 
 @dataclass
 class EmittedProgram:
-    ir: str
+    ir: str  # one module, or several one after the other (`split_kernels`)
     layout: Layout
     kernel_names: list
     uses_blas: bool
 
 
+# A program of many loop nests is cut into modules that LLVM compiles side by side
+# (`runtime/engine.py`): each nest costs LLVM about 3 ms, so the small MLP step (24 nests)
+# compiles in two parts on two cores in 80 ms instead of 150 ms. Below a part's worth the
+# whole program stays one module.
+NESTS_PER_PART = 10
+MOST_PARTS = 4
+
+
+def split_kernels(kernels: list) -> list[int]:
+    """The module of each kernel: as many modules as the nests fill (at most
+    `MOST_PARTS`), the kernels dealt so each module gets about the same number of nests.
+    Module 0 holds the entry point.
+
+    >>> from types import SimpleNamespace as K
+    >>> split_kernels([K(nests=[0] * n) for n in (8, 1, 9, 2, 3)])
+    [0, 1, 1, 0, 0]
+    """
+    sizes = [max(len(kernel.nests), 1) for kernel in kernels]
+    load = [0] * max(1, min(MOST_PARTS, sum(sizes) // NESTS_PER_PART))
+    parts = []
+    for size in sizes:
+        part = load.index(min(load))
+        parts.append(part)
+        load[part] += size
+    return parts
+
+
 def emit_program(plan: ProgramPlan, memory_plan=None) -> EmittedProgram:
-    """The module's IR text and its buffer table layout."""
-    module = ir.Module(name=plan.graph.name)
-    globals_: dict[Buffer, ir.GlobalVariable] = {}
+    """The modules' IR text and the program's buffer table layout."""
+    parts = split_kernels(plan.kernels)
+    modules = [ir.Module(name=f"{plan.graph.name}.{p}" if p else plan.graph.name)
+               for p in range(max(parts, default=0) + 1)]
+    globals_: list[dict[Buffer, ir.GlobalVariable]] = [{} for _ in modules]
     kernels = []
-    for k, kernel in enumerate(plan.kernels):
+    for kernel, part in zip(plan.kernels, parts):
         functions = []
         for n, nest in enumerate(kernel.nests):
             nest_name = f"{kernel.name}.{n}" if len(kernel.nests) > 1 else f"{kernel.name}.loop"
             emit = emit_map if isinstance(nest, MapNest) else emit_reduce
-            functions += emit(module, nest_name, nest, globals_)
+            functions += emit(modules[part], nest_name, nest, globals_[part])
         kernels.append((kernel.name, functions))
     layout = _layout(plan, kernels, memory_plan)
-    entries = [_kernel_function(module, name, functions, layout, globals_)
-               for name, functions in kernels if functions]
-    _entry(module, entries, layout)
+    entries = [_kernel_function(modules[part], modules[0], name, functions, layout)
+               for (name, functions), part in zip(kernels, parts) if functions]
+    _entry(modules[0], entries, layout)
     names = [name for name, functions in kernels if functions]
     uses_blas = any(getattr(g, "name", "").endswith(("gemm64_", "gemm"))
-                    for g in module.globals.values() if isinstance(g, ir.Function))
-    return EmittedProgram(str(module), layout, names, uses_blas)
+                    for module in modules for g in module.globals.values()
+                    if isinstance(g, ir.Function))
+    return EmittedProgram("\n".join(map(str, modules)), layout, names, uses_blas)
 
 
 def _layout(plan: ProgramPlan, kernels: list, memory_plan) -> Layout:
@@ -180,11 +210,14 @@ def plan_arena(lifetimes: dict) -> tuple:
     return offsets, total
 
 
-def _kernel_function(module, name: str, functions: list, layout: Layout, globals_):
+def _kernel_function(module, entry_module, name: str, functions: list, layout: Layout):
+    """The kernel's function in `module`, and what the entry point in `entry_module`
+    calls: the function itself, or its declaration there when the modules differ."""
     buffers = list(dict.fromkeys(buf for fn in functions for buf in fn.buffers))
     fnty = ir.FunctionType(VOID, [PTR] * len(buffers))
     kernel = ir.Function(module, fnty, name=name)
-    kernel.linkage = "internal"
+    if module is entry_module:
+        kernel.linkage = "internal"
     kernel.attributes.add("noinline")
     disjoint = _disjoint(buffers, layout)
     if disjoint:
@@ -208,7 +241,8 @@ def _kernel_function(module, name: str, functions: list, layout: Layout, globals
         else:
             b.call(fn.function, args + [ir.Constant(I64, 0), ir.Constant(I64, fn.trips)])
     b.ret_void()
-    return kernel, buffers
+    called = kernel if module is entry_module else ir.Function(entry_module, fnty, name=name)
+    return called, buffers
 
 
 def _disjoint(buffers: list, layout: Layout) -> bool:
