@@ -5,7 +5,7 @@ The lifecycle of a module, in the spirit of numba's ``core/codegen.py``:
 1. **parse** the text and **verify** it (``CompileError`` names what is wrong);
 2. **check** that every function or global it declares but does not define can be found
    in the process (MCJIT links an unknown symbol to address 0 without a word, and the
-   first call then crashes the interpreter);
+   first call then crashes the interpreter): done on the object code, before step 5;
 3. **optimise** with LLVM's new pass builder at O3, for a target machine made from the
    host's CPU name and features, so loops vectorise for the host's vector width;
 4. **emit** an object file (the bytes the disk cache stores, see ``cache.py``);
@@ -14,10 +14,11 @@ The lifecycle of a module, in the spirit of numba's ``core/codegen.py``:
 Freshly compiled code and code loaded from the cache take the same path from step 5 on,
 so a cache hit runs exactly the machine code a compile would have made.
 
-A text may hold several modules, each from its ``; ModuleID`` line on (a large program
-comes in parts, ``compiler/lower/program.py``). Steps 1-4 then run on one thread per
-module, up to ``TRACEGRAD_NUM_THREADS``, each in an LLVM context of its own, and step 5
-links the objects into one engine, where the parts call each other's functions.
+Steps 1-4 run in a child process (``compile_child.py``), so LLVM's memory stays out of
+the caller's. A text may hold several modules, each from its ``; ModuleID`` line on (a
+large program comes in parts, ``compiler/lower/program.py``): they compile on one thread
+per module, up to ``TRACEGRAD_NUM_THREADS``, each in an LLVM context of its own, and step
+5 links the objects into one engine, where the parts call each other's functions.
 
 >>> native = default_engine().compile_module(
 ...     "define i64 @twice(i64 %x) {\n  %y = add i64 %x, %x\n  ret i64 %y\n}", ["twice"])
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 import llvmlite
 import llvmlite.binding as llvm
 
-from . import threads
+from . import compile_child, threads
 from .once import once
 
 
@@ -138,26 +139,21 @@ class Engine:
         return self.load_object(self.compile_object(ir_text), entry_points)
 
     def compile_object(self, ir_text: str) -> ObjectCode:
-        """Steps 1-4: the relocatable object code for ``ir_text``, its modules compiled
-        side by side."""
-        parts = _side_by_side(self._compile_part, split_modules(ir_text),
-                              threads.num_threads())
-        defined = {name for _, _, names in parts for name in names}
-        externals = sorted({name for _, used, _ in parts for name in used} - defined)
-        _check_resolvable(externals)
-        return ObjectCode(tuple(code for code, _, _ in parts), tuple(externals))
+        """Steps 1-4: the relocatable object code for ``ir_text``, made by
+        ``compile_here`` in a child process."""
+        object_code = _compile(ir_text, self.opt_level)
+        _runtime()  # the threading runtime's symbols, which programs call
+        _check_resolvable(object_code.externals)
+        return object_code
 
-    def _compile_part(self, ir_text: str) -> tuple[bytes, tuple, list]:
-        """One module's object code, the symbols it uses and those it defines."""
-        module = _parse(ir_text, llvm.create_context())
-        machine = self.host.target_machine(self.opt_level)
-        _optimize(module, machine, self.opt_level)
-        code = _emit_object(machine, module)
-        defined = [fn.name for fn in module.functions if not fn.is_declaration]
-        return code, _external_symbols(module), defined
+    def compile_here(self, ir_text: str, thread_count: int | None = None) -> ObjectCode:
+        """Steps 1-4 in this process, the modules side by side on up to ``thread_count``
+        threads (default ``TRACEGRAD_NUM_THREADS``)."""
+        return compile_side_by_side([(ir_text, self.opt_level)], thread_count)[0]
 
     def load_object(self, object_code: ObjectCode, entry_points: list[str]) -> NativeModule:
         """Step 5: load machine code made by ``compile_object`` (now or in another process)."""
+        _runtime()
         with self._lock:
             native = _link(object_code, self.host.target_machine(self.opt_level))
         native.require(entry_points)
@@ -180,6 +176,33 @@ class Engine:
             _optimize(module, machine, self.opt_level)
             optimized.append((module, machine))
         return optimized
+
+
+def compile_side_by_side(requests: list[tuple[str, int]],
+                         thread_count: int | None = None) -> list[ObjectCode]:
+    """The object code per ``(ir_text, opt_level)``: every module of every text compiled
+    on up to ``thread_count`` threads (default ``TRACEGRAD_NUM_THREADS``)."""
+    modules = [(text, opt_level, r) for r, (ir_text, opt_level) in enumerate(requests)
+               for text in split_modules(ir_text)]
+    compiled = _side_by_side(_compile_module, modules, thread_count or threads.num_threads())
+    objects = []
+    for r in range(len(requests)):
+        parts = [part for (_, _, owner), part in zip(modules, compiled) if owner == r]
+        defined = {name for _, _, names in parts for name in names}
+        externals = sorted({name for _, used, _ in parts for name in used} - defined)
+        objects.append(ObjectCode(tuple(code for code, _, _ in parts), tuple(externals)))
+    return objects
+
+
+def _compile_module(job: tuple[str, int, int]) -> tuple[bytes, tuple, list]:
+    """One module's object code, the symbols it uses and those it defines."""
+    ir_text, opt_level, _ = job
+    module = _parse(ir_text, llvm.create_context())
+    machine = _process().host.target_machine(opt_level)
+    _optimize(module, machine, opt_level)
+    code = _emit_object(machine, module)
+    defined = [fn.name for fn in module.functions if not fn.is_declaration]
+    return code, _external_symbols(module), defined
 
 
 def split_modules(ir_text: str) -> list[str]:
@@ -309,27 +332,98 @@ def _link(object_code: ObjectCode, machine: llvm.TargetMachine) -> NativeModule:
 @dataclass(frozen=True)
 class _Process:
     host: HostTarget
-    runtime: NativeModule  # tracegrad_parallel_for; kept for the life of the process
 
 
 @once
 def _process() -> _Process:
-    """Set LLVM up once per process: native target, symbols, the threading runtime."""
+    """Set LLVM up once per process: native target, symbols, the host's description."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     for name, address in threads.native_symbols().items():
         llvm.add_symbol(name, address)
-    host = HostTarget.detect()
-    # The threading runtime is a few branches around pthread calls: O0 compiles it in a
-    # third of the time, which a process that only loads cached programs would notice.
-    module = _parse(threads.runtime_ir(host.triple))
-    machine = host.target_machine(0)
-    _optimize(module, machine, 0)
-    object_code = ObjectCode((machine.emit_object(module),), _external_symbols(module))
-    runtime = _link(object_code, host.target_machine(0))
-    for name in threads.EXPORTED:
-        llvm.add_symbol(name, runtime.address(name))
-    return _Process(host, runtime)
+    return _Process(HostTarget.detect())
+
+
+_runtime_lock = threading.RLock()
+_runtime_module: list = []  # the threading runtime, once linked
+
+
+def _runtime() -> NativeModule:
+    """The threading runtime (``threads.py``), linked once per process, its symbols made
+    known to LLVM for the programs that call them. Its object code is kept in the disk
+    cache like a program's, so a process that finds its programs there compiles nothing;
+    otherwise it is compiled (alone, or with the first program, see `_compile`)."""
+    if not _runtime_module and not _link_stored_runtime(_runtime_ir()):
+        _compile_in_a_child([])
+    return _runtime_module[0]
+
+
+def _runtime_ir() -> str:
+    return threads.runtime_ir(_process().host.triple)
+
+
+# It is a few branches around pthread calls: O0 compiles it in a third of the time.
+_RUNTIME_OPT_LEVEL = 0
+
+
+def _link_stored_runtime(ir_text: str) -> bool:
+    """Link the runtime from the disk cache if it is there (or already linked)."""
+    from .cache import default_cache  # the cache builds on this module
+
+    with _runtime_lock:
+        if not _runtime_module:
+            stored = default_cache().stored_object(ir_text, Engine(_RUNTIME_OPT_LEVEL))
+            if stored is not None:
+                _link_runtime(stored)
+        return bool(_runtime_module)
+
+
+def _link_runtime(object_code: ObjectCode) -> None:
+    with _runtime_lock:
+        if _runtime_module:  # two threads compiled it at once: the first one is kept
+            return
+        runtime = _link(object_code, _process().host.target_machine(_RUNTIME_OPT_LEVEL))
+        for name in threads.EXPORTED:
+            llvm.add_symbol(name, runtime.address(name))
+        _runtime_module.append(runtime)
+
+
+def _compile(ir_text: str, opt_level: int) -> ObjectCode:
+    """The object code for ``ir_text`` at ``opt_level``, compiled in a child process."""
+    return _compile_in_a_child([(ir_text, opt_level)])[0]
+
+
+def _compile_in_a_child(requests: list[tuple[str, int]]) -> list[ObjectCode]:
+    """`compile_side_by_side(requests)` in a child process (``compile_child.py``), so
+    that LLVM's memory is never the caller's. The threading runtime comes along in the
+    same child, side by side with the rest, if this process has yet to link it and the
+    disk cache does not hold it (then it is linked, and stored)."""
+    _process()  # set up here once, so every child starts with LLVM ready
+    runtime_ir = _runtime_ir()
+    with_runtime = not _link_stored_runtime(runtime_ir)
+    if with_runtime:
+        requests = [*requests, (runtime_ir, _RUNTIME_OPT_LEVEL)]
+    try:
+        compiled = compile_child.in_child(_compile_requests, requests, threads.num_threads())
+    except compile_child.ChildError as error:
+        kind = "" if error.kind == CompileError.__name__ else f"{error.kind}: "
+        raise CompileError(f"{kind}{error}") from None
+    except compile_child.ChildDied as died:
+        raise CompileError(f"{died} while compiling this program") from None
+    objects = [ObjectCode(tuple(parts), tuple(externals)) for parts, externals in compiled]
+    if with_runtime:
+        runtime = objects.pop()
+        _link_runtime(runtime)
+        from .cache import default_cache
+
+        default_cache().store_object(runtime_ir, Engine(_RUNTIME_OPT_LEVEL), runtime)
+    return objects
+
+
+def _compile_requests(requests: list, thread_count: int) -> list:
+    """What the child computes: per request, its objects and externals as built-ins."""
+    return [(list(code.parts), list(code.externals))
+            for code in compile_side_by_side(requests, thread_count)]
 
 
 @once

@@ -68,6 +68,14 @@ def entries(directory: pathlib.Path) -> list[pathlib.Path]:
     return sorted(directory.glob("*.tgo"))
 
 
+def runtime_entry_key() -> str:
+    """The key under which the engine stores the threading runtime's object code."""
+    from tracegrad.runtime.cache import cache_key
+    from tracegrad.runtime.engine import Engine, _runtime_ir
+
+    return cache_key(_runtime_ir(), Engine(0))
+
+
 def temporaries(directory: pathlib.Path) -> list[pathlib.Path]:
     return sorted(directory.glob(".tmp-*"))
 
@@ -271,6 +279,9 @@ def test_two_processes_compiling_the_same_function_at_once(tmp_path):
         assert report["native"] and report["compiles"] + report["disk_hits"] == 1
         for got, want in zip(report["results"], expected):
             np.testing.assert_allclose(np.array(got, np.float32), want, rtol=1e-5, atol=1e-6)
-    [entry] = entries(tmp_path)  # one entry, whole, and no temporary file left
-    assert temporaries(tmp_path) == []
-    decode_entry(entry.read_bytes(), entry.stem)
+    # One entry for the program and one for the threading runtime, whole, and no
+    # temporary file left.
+    assert [e.stem for e in entries(tmp_path)].count(runtime_entry_key()) == 1
+    assert len(entries(tmp_path)) == 2 and temporaries(tmp_path) == []
+    for entry in entries(tmp_path):
+        decode_entry(entry.read_bytes(), entry.stem)

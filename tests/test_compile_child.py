@@ -1,0 +1,73 @@
+"""LLVM's work in a forked child (`runtime/compile_child.py`): same results, the
+child's failures reported as errors of the compile, never the caller's crash."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+
+import pytest
+from test_runtime import SAXPY_IR, saxpy
+from tracegrad.runtime import compile_child, engine
+from tracegrad.runtime.engine import CompileError, Engine
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+
+def test_work_runs_in_another_process_and_its_result_comes_back():
+    assert compile_child.in_child(os.getpid) != os.getpid()
+    assert compile_child.in_child(lambda a, b: {"sum": [a + b]}, 2, 3) == {"sum": [5]}
+
+
+def test_an_exception_in_the_child_is_raised_here_with_its_type_named():
+    def fail():
+        raise KeyError("no such key")
+
+    with pytest.raises(compile_child.ChildError, match="no such key") as caught:
+        compile_child.in_child(fail)
+    assert caught.value.kind == "KeyError"
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSEGV])
+def test_a_child_that_dies_is_reported_not_waited_for(how):
+    with pytest.raises(compile_child.ChildDied, match=f"signal {int(how)} \\({how.name}\\)"):
+        compile_child.in_child(crash, how)
+
+
+def test_a_child_that_exits_without_answering_is_reported():
+    with pytest.raises(compile_child.ChildDied, match="exited with status 3"):
+        compile_child.in_child(os._exit, 3)
+
+
+def test_a_crash_inside_a_compile_is_a_compile_error(monkeypatch, engine_ready):
+    """The child inherits the patched module: its 'LLVM' crashes, the caller lives on."""
+    monkeypatch.setattr(engine, "_compile_requests",
+                        lambda requests, threads: crash(signal.SIGSEGV))
+    with pytest.raises(CompileError, match="killed by signal 11 .SIGSEGV. while compiling"):
+        Engine().compile_object(SAXPY_IR.replace("@saxpy", "@saxpy_crash"))
+    monkeypatch.undo()
+    native = Engine().compile_module(SAXPY_IR, ["saxpy"])  # the next compile is fine
+    assert saxpy(native)[1] != 0
+
+
+def test_in_the_child_and_in_this_process_give_the_same_object_code(monkeypatch,
+                                                                   engine_ready):
+    text = SAXPY_IR.replace("@saxpy", "@saxpy_same")
+    forked = Engine().compile_object(text)
+    monkeypatch.setenv(compile_child.ENVIRONMENT_VARIABLE, "0")
+    assert not compile_child.enabled()
+    assert compile_child.in_child(os.getpid) == os.getpid()
+    assert Engine().compile_object(text) == forked
+
+
+def crash(how: signal.Signals) -> None:
+    """Die of `how` (quietly: no faulthandler dump in the test's output)."""
+    faulthandler.disable()
+    os.kill(os.getpid(), how)
+
+
+@pytest.fixture
+def engine_ready():
+    """LLVM set up and the threading runtime linked, so a compile forks for itself only."""
+    engine._runtime()
