@@ -469,22 +469,26 @@ def test_row_groups_give_the_same_bits_as_nest_by_nest(case, cache, monkeypatch,
 
 
 @pytest.mark.parametrize("seed", range(0, RANDOM_PROGRAMS, 3))
-def test_a_program_in_several_modules_gives_the_bits_of_one(seed, monkeypatch, threads):
-    """Cut into modules compiled side by side (`program.split_kernels`), a program
-    computes exactly what it computes as one module."""
-    from tracegrad.compiler.lower import program as emit
+def test_kernels_compiled_in_groups_give_the_bits_of_one_module(seed, monkeypatch, threads):
+    """Each kernel is a module; LLVM compiles them linked into groups side by side
+    (`engine.balanced_groups`), and the grouping changes no bit of any result."""
+    from tracegrad.runtime import engine
 
+    threads.set_num_threads(4)
     for what, graph, arrays in random_graphs(seed):
         kernels, plan = kernels_for(graph)
-        monkeypatch.setattr(emit, "NESTS_PER_PART", 10**9)
-        whole = native(graph, ProgramCache(enabled=False), kernels=kernels, memory_plan=plan)
-        monkeypatch.setattr(emit, "NESTS_PER_PART", 1)
-        cut = native(graph, ProgramCache(enabled=False), kernels=kernels, memory_plan=plan)
-        assert whole.ir.count("; ModuleID") == 1
-        assert cut.ir.count("; ModuleID") == min(emit.MOST_PARTS, len(cut.plan.kernels))
-        threads.set_num_threads(2)
+        programs = []
+        for least in (10**9, 1):  # one group; as many as there are threads or modules
+            monkeypatch.setattr(engine, "GROUP_CHARACTERS", least)
+            programs.append(native(graph, ProgramCache(enabled=False), kernels=kernels,
+                                   memory_plan=plan))
+        modules = engine.split_modules(programs[1].ir)
+        assert len(modules) == 1 + len(programs[1].kernel_names)
+        assert len(engine.balanced_groups(modules, 4)) == min(4, len(modules))
+        assert len(programs[1].native.object_code.parts) == min(4, len(modules))
+        assert len(programs[0].native.object_code.parts) == 1
         with np.errstate(all="ignore"):
-            got, want = cut.run(*arrays), whole.run(*arrays)
+            got, want = programs[1].run(*arrays), programs[0].run(*arrays)
         assert [a.tobytes() for a in got] == [a.tobytes() for a in want], what
 
 

@@ -240,24 +240,35 @@ define i64 @twice(i64 %x) {
 
 
 @pytest.mark.parametrize("count", [1, 2])
-def test_modules_of_one_text_compile_side_by_side_and_call_each_other(engine, threads, count):
+def test_modules_of_one_text_call_each_other_linked_or_loaded_together(engine, threads,
+                                                                       monkeypatch, count):
+    from tracegrad.runtime import engine as module
+
+    monkeypatch.setattr(module, "GROUP_CHARACTERS", 1)  # a group per module and thread
     threads.set_num_threads(count)
     code = engine.compile_object(TWO_MODULE_IR)
-    assert len(code.parts) == 2 and code.externals == ()
+    assert len(code.parts) == count and code.externals == ()
     native = engine.load_object(code, ["four_times", "twice"])
     assert native.function("four_times", ctypes.c_int64, [ctypes.c_int64])(5) == 20
     assert engine.optimized_ir(TWO_MODULE_IR).count("; ModuleID") == 2
     assert "four_times:" in engine.assembly(TWO_MODULE_IR)
 
 
-def test_side_by_side_compiles_give_the_bits_of_one_thread(engine, threads):
+def test_modules_compile_in_groups_of_about_the_same_size(engine, threads, monkeypatch):
+    from tracegrad.runtime import engine as module
+
+    monkeypatch.setattr(module, "GROUP_CHARACTERS", 1)
     text = "".join(f'; ModuleID = "m{i}"\n' + SAXPY_IR.replace("@saxpy", f"@saxpy{i}")
-                   for i in range(4))
-    threads.set_num_threads(1)
-    one = engine.compile_object(text)
-    assert len(one.parts) == 4
-    threads.set_num_threads(4)
-    assert engine.compile_object(text) == one
+                   for i in range(5))
+    for count in (1, 2, 4):
+        threads.set_num_threads(count)
+        code = engine.compile_object(text)
+        assert len(code.parts) == count and code == engine.compile_object(text)  # the same
+        native = engine.load_object(code, [f"saxpy{i}" for i in range(5)])  # code each time
+        x = np.arange(8, dtype=np.float32)
+        y = np.ones(8, np.float32)
+        native.function("saxpy4", None, SAXPY_ARGS)(x.ctypes.data, y.ctypes.data, 2.0, 8)
+        np.testing.assert_array_equal(y, 2 * np.arange(8) + 1)
 
 
 def test_a_bad_module_among_several_raises_compile_error(engine, threads):

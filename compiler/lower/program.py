@@ -1,4 +1,4 @@
-"""One LLVM module per program, with one entry point: `void program(ptr %table)`.
+"""One entry point per program, `void program(ptr %table)`, in a module of its own.
 
 `table` is an array of pointers the caller fills once per call:
 
@@ -9,9 +9,9 @@
     table[n_in+n_out+1 ..)      large constants (small ones are globals in the module)
 
 `program` computes every buffer's address once and calls the kernels in order; each
-kernel (`internal`, `noinline`, named like `k3_mul_add_relu` so it can be found in the
-assembly) calls its loop nests, directly or through `tracegrad_parallel_for`. So a call
-of a compiled program is one foreign call, whatever its size.
+kernel (a module of its own, `noinline`, named like `k3_mul_add_relu` so it can be found
+in the assembly) calls its loop nests, directly or through `tracegrad_parallel_for`. So a
+call of a compiled program is one foreign call, whatever its size.
 
 >>> from tracegrad.compiler.ir_text import parse_graph
 >>> from tracegrad.compiler.lower.plan import plan_program, trivial_kernels
@@ -71,58 +71,35 @@ class Layout:
 
 @dataclass
 class EmittedProgram:
-    ir: str  # one module, or several one after the other (`split_kernels`)
+    ir: str  # the entry point's module, then one module per kernel
     layout: Layout
     kernel_names: list
     uses_blas: bool
 
 
-# A program of many loop nests is cut into modules that LLVM compiles side by side
-# (`runtime/engine.py`): each nest costs LLVM about 3 ms, so the small MLP step (24 nests)
-# compiles in two parts on two cores in 80 ms instead of 150 ms. Below a part's worth the
-# whole program stays one module.
-NESTS_PER_PART = 10
-MOST_PARTS = 4
-
-
-def split_kernels(kernels: list) -> list[int]:
-    """The module of each kernel: as many modules as the nests fill (at most
-    `MOST_PARTS`), the kernels dealt so each module gets about the same number of nests.
-    Module 0 holds the entry point.
-
-    >>> from types import SimpleNamespace as K
-    >>> split_kernels([K(nests=[0] * n) for n in (8, 1, 9, 2, 3)])
-    [0, 1, 1, 0, 0]
-    """
-    sizes = [max(len(kernel.nests), 1) for kernel in kernels]
-    load = [0] * max(1, min(MOST_PARTS, sum(sizes) // NESTS_PER_PART))
-    parts = []
-    for size in sizes:
-        part = load.index(min(load))
-        parts.append(part)
-        load[part] += size
-    return parts
-
-
 def emit_program(plan: ProgramPlan, memory_plan=None) -> EmittedProgram:
-    """The modules' IR text and the program's buffer table layout."""
-    parts = split_kernels(plan.kernels)
-    modules = [ir.Module(name=f"{plan.graph.name}.{p}" if p else plan.graph.name)
-               for p in range(max(parts, default=0) + 1)]
-    globals_: list[dict[Buffer, ir.GlobalVariable]] = [{} for _ in modules]
+    """The IR text of the program's modules, and its buffer table layout.
+
+    Each kernel is a module of its own, after the entry point's module, so that LLVM can
+    compile a large program on several cores in groups of about the same size (the
+    engine forms them, `runtime/engine.py`)."""
+    entry_module = ir.Module(name=plan.graph.name)
     kernels = []
-    for kernel, part in zip(plan.kernels, parts):
+    for kernel in plan.kernels:
+        module = ir.Module(name=f"{plan.graph.name}.{kernel.name}")
+        globals_: dict[Buffer, ir.GlobalVariable] = {}
         functions = []
         for n, nest in enumerate(kernel.nests):
             nest_name = f"{kernel.name}.{n}" if len(kernel.nests) > 1 else f"{kernel.name}.loop"
             emit = emit_map if isinstance(nest, MapNest) else emit_reduce
-            functions += emit(modules[part], nest_name, nest, globals_[part])
-        kernels.append((kernel.name, functions))
-    layout = _layout(plan, kernels, memory_plan)
-    entries = [_kernel_function(modules[part], modules[0], name, functions, layout)
-               for (name, functions), part in zip(kernels, parts) if functions]
-    _entry(modules[0], entries, layout)
-    names = [name for name, functions in kernels if functions]
+            functions += emit(module, nest_name, nest, globals_)
+        kernels.append((kernel.name, functions, module))
+    layout = _layout(plan, [(name, functions) for name, functions, _ in kernels], memory_plan)
+    entries = [_kernel_function(module, entry_module, name, functions, layout)
+               for name, functions, module in kernels if functions]
+    _entry(entry_module, entries, layout)
+    modules = [entry_module] + [module for _, functions, module in kernels if functions]
+    names = [name for name, functions, _ in kernels if functions]
     uses_blas = any(getattr(g, "name", "").endswith(("gemm64_", "gemm"))
                     for module in modules for g in module.globals.values()
                     if isinstance(g, ir.Function))
