@@ -171,11 +171,14 @@ class Engine:
 
     def _optimized(self, ir_text: str) -> list[tuple[llvm.ModuleRef, llvm.TargetMachine]]:
         optimized = []
-        for text in split_modules(ir_text):
-            module = _parse(text, llvm.create_context())
-            machine = self.host.target_machine(self.opt_level)
-            _optimize(module, machine, self.opt_level)
-            optimized.append((module, machine))
+        # Held throughout, unlike a compile's: a compile forking from another thread
+        # meanwhile would copy LLVM in the middle of its work into the child.
+        with llvm.ffi.lib._lock:
+            for text in split_modules(ir_text):
+                module = _parse(text, llvm.create_context())
+                machine = self.host.target_machine(self.opt_level)
+                _optimize(module, machine, self.opt_level)
+                optimized.append((module, machine))
         return optimized
 
 

@@ -154,7 +154,11 @@ CORNERS = {
     v9 = cast(x0, dtype=f32)
     v10 = exp(v9)
     v11 = tanh(v9)
-    return (v0, v1, v2, v3, v4, v5, v6, v7, v8, v10, v11)''', lambda rng: [np.array(
+    v12 = gelu(x0, approximate='tanh')
+    v13 = gelu_slope(x0, approximate='tanh')
+    v14 = gelu(v9, approximate='tanh')
+    v15 = gelu_slope(v9, approximate='tanh')
+    return (v0, v1, v2, v3, v4, v5, v6, v7, v8, v10, v11, v12, v13, v14, v15)''', lambda rng: [np.array(
         [0.0, -0.0, np.inf, -np.inf, np.nan, 800.0, -800.0, 1e-310, -1.0, 88.5])]),
     "movement chains": ('''def f(x0: f32[2,3,4]):
     v0 = permute(x0, dims=(2, 0, 1))
@@ -270,6 +274,33 @@ def assert_no_worse_than_numpy(actual, expected, exact, what: str) -> None:
             tiny = 16 * np.finfo(e.dtype).eps * max(1.0, float(np.nanmax(np.abs(x), initial=0)))
             assert no_worse_than(a, e, x, tiny), f"{what} output {i}: " \
                 f"{distance(a, x):g} from float64, NumPy's float32 {distance(e, x):g}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_of_nonpositive_arguments_has_the_bits_of_exp(dtype):
+    """`mathlib.exp(nonpositive=True)` (gelu's sigmoid) drops the upper clamp and the
+    nan test and scales in one step; down to the subnormals it changes no bit."""
+    import ctypes
+
+    from llvmlite import ir
+    from tracegrad.compiler.lower import mathlib
+    from tracegrad.compiler.lower.llvm_types import F32, F64
+    from tracegrad.runtime.engine import default_engine
+
+    t, c_type = (F32, ctypes.c_float) if dtype is np.float32 else (F64, ctypes.c_double)
+    module = ir.Module()
+    for name, nonpositive in (("general", False), ("nonpositive", True)):
+        function = ir.Function(module, ir.FunctionType(t, [t]), name)
+        b = ir.IRBuilder(function.append_basic_block())
+        b.ret(mathlib.exp(b, function.args[0], nonpositive=nonpositive))
+    native = default_engine().compile_module(str(module), ["general", "nonpositive"])
+    general, nonpositive = (native.function(n, c_type, [c_type]) for n in ("general",
+                                                                            "nonpositive"))
+    xs = np.concatenate([-np.geomspace(1e-30, 800, 20000), [0.0, -0.0, -np.inf]]).astype(dtype)
+    got = np.array([nonpositive(x) for x in xs], dtype)
+    want = np.array([general(x) for x in xs], dtype)
+    assert got.tobytes() == want.tobytes()
+    assert (want[(xs > -80) & (xs < -1e-30)] > 0).all() and (want == 0).any()  # both ends
 
 
 # --- threads, vectors --------------------------------------------------------------------

@@ -80,16 +80,30 @@ def scale(b, x, n):
                power_of_two(b, b.sub(n, half), x.type))
 
 
+def scale_down(b, x, n):
+    """x * 2**n for n <= 0 down to the subnormals, with one rounding: x 2**(n + 64) is
+    exact (a normal number), and the product with 2**-64 rounds once, like `scale`."""
+    bias = 64
+    return mul(b, mul(b, x, power_of_two(b, b.add(n, like(n, bias)), x.type)),
+               like(x, 2.0 ** -bias))
+
+
 # --- exp ------------------------------------------------------------------------------------
 
 LOG2E = 1.4426950408889634
 
 
-def exp(b, x):
-    """Cody-Waite reduction x = n ln2 + r, then a Pade (float64) or polynomial (float32)."""
+def exp(b, x, nonpositive: bool = False):
+    """Cody-Waite reduction x = n ln2 + r, then a Pade (float64) or polynomial (float32).
+
+    `nonpositive`: the caller knows x <= 0, and that a nan x reaches its own result some
+    other way (it then comes out as 0 here): no upper clamp, no nan test, and 2**n in
+    one step (`scale_down`): seven instructions fewer per vector of the gelu loop."""
     f64 = x.type == F64
     low, high = (-746.0, 710.0) if f64 else (-104.0, 89.0)
-    clamped = call2(b, "minnum", call2(b, "maxnum", x, like(x, low)), like(x, high))
+    clamped = call2(b, "maxnum", x, like(x, low))
+    if not nonpositive:
+        clamped = call2(b, "minnum", clamped, like(x, high))
     n = call1(b, "rint", mul(b, clamped, like(x, LOG2E)))
     if f64:
         r = sub(b, sub(b, clamped, mul(b, n, like(x, 6.93145751953125e-1))),
@@ -109,6 +123,8 @@ def exp(b, x):
                           4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1])
         e = add(b, add(b, mul(b, p, mul(b, r, r)), r), like(x, 1.0))
         ni = b.fptosi(n, I32)
+    if nonpositive:
+        return scale_down(b, e, ni)
     return b.select(isnan(b, x), x, scale(b, e, ni))
 
 
