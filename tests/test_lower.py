@@ -523,6 +523,31 @@ def test_kernels_compiled_in_groups_give_the_bits_of_one_module(seed, monkeypatc
         assert [a.tobytes() for a in got] == [a.tobytes() for a in want], what
 
 
+def test_a_loop_writing_in_place_vectorises_without_checking_for_overlap(monkeypatch):
+    """relu(matmul + bias) written over the product: one pointer for both, so LLVM
+    vectorises the loop as it is (two pointers to one memory made it test for overlap
+    at run time and take the scalar loop). The bits are those of a separate output."""
+    from tracegrad.compiler.lower import program as emit
+
+    graph = parse_graph("""def f(x0: f32[32,64], x1: f32[64,128], x2: f32[128], x3: f32[128,10]):
+    v0 = matmul(x0, x1)
+    v1 = add(v0, x2)
+    v2 = relu(v1)
+    v3 = matmul(v2, x3)
+    return (v3,)""")
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal(v.shape).astype(np.float32) for v in graph.inputs]
+    in_place = native(graph, ProgramCache(enabled=False))
+    in_place.ir  # noqa: B018 - lowers it (the program came from the store otherwise)
+    assert [(a.name, b.name) for a, b in in_place.layout.in_place.items()] == [("v2", "v0")]
+    assert "found.conflict" not in in_place.optimized_ir  # LLVM's run-time overlap test
+    monkeypatch.setattr(emit, "_in_place_safe", lambda *args: False)
+    separate = native(graph, ProgramCache(enabled=False), fuse=True,
+                      kernels=kernels_for(graph)[0], memory_plan=kernels_for(graph)[1])
+    assert separate.layout.in_place == {}
+    assert in_place.run(*arrays)[0].tobytes() == separate.run(*arrays)[0].tobytes()
+
+
 # --- the API around it -------------------------------------------------------------------
 
 def test_cannot_lower_names_the_node(cache):

@@ -94,10 +94,16 @@ def nested_loops(b, sizes: list, body, names: list, first_range=None) -> None:
 
 
 class NestFunction:
-    """An LLVM function for one nest: pointer parameters for its buffers, then begin/end."""
+    """An LLVM function for one nest: pointer parameters for its buffers, then begin/end.
 
-    def __init__(self, module: ir.Module, name: str, buffers: list, noalias: bool):
-        self.buffers = [buf for buf in buffers if buf.kind != "global"]
+    A buffer that `aliases` maps to another (an output written in place of an input) has
+    no parameter of its own: it is accessed through the other's."""
+
+    def __init__(self, module: ir.Module, name: str, buffers: list, noalias: bool,
+                 aliases: dict | None = None):
+        aliases = aliases or {}
+        self.buffers = list(dict.fromkeys(aliases.get(buf, buf) for buf in buffers
+                                          if buf.kind != "global"))
         fnty = ir.FunctionType(VOID, [PTR] * len(self.buffers) + [I64, I64])
         self.function = ir.Function(module, fnty, name=name)
         self.function.linkage = "internal"
@@ -117,6 +123,8 @@ class NestFunction:
         self.allocas.position_at_start(entry)
         self.b = ir.IRBuilder(body)
         self.pointers = dict(zip(self.buffers, self.function.args))
+        self.pointers.update({buf: self.pointers[donor] for buf, donor in aliases.items()
+                              if donor in self.pointers})
 
     def alloca(self, t: ir.Type, count: int = 1, name: str = "") -> ir.Value:
         slot = self.allocas.alloca(t, size=ir.Constant(I64, count), name=name)
@@ -230,7 +238,8 @@ def _grain(work_ns: float, trips: int, sequential: bool = False) -> int:
 
 # --- maps ----------------------------------------------------------------------------------
 
-def emit_map(module, name: str, nest: MapNest, globals_: dict, noalias=True) -> list:
+def emit_map(module, name: str, nest: MapNest, globals_: dict, noalias=True,
+             aliases: dict | None = None) -> list:
     """The functions (just one) that run a `MapNest`."""
     domain = nest.domain if nest.domain else (1,)
     if math.prod(domain) == 0:
@@ -240,7 +249,8 @@ def emit_map(module, name: str, nest: MapNest, globals_: dict, noalias=True) -> 
         else [[d] for d in range(len(domain))]
     sizes, variables, idx = merged_indices(domain, groups, "i")
     actions = body(idx)
-    fn = NestFunction(module, name, _buffers_of(actions), noalias and not nest.sequential)
+    fn = NestFunction(module, name, _buffers_of(actions), noalias and not nest.sequential,
+                      aliases)
 
     def innermost(counters):
         emitter = fn.emitter(dict(zip(variables, counters)), globals_)

@@ -24,7 +24,7 @@ True
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llvmlite import ir
 
@@ -67,6 +67,7 @@ class Layout:
     tables: list  # large-constant Buffers per table slot
     offsets: dict  # arena Buffer -> byte offset
     arena_bytes: int
+    in_place: dict = field(default_factory=dict)  # Buffer -> the Buffer it overwrites
 
 
 @dataclass
@@ -84,19 +85,20 @@ def emit_program(plan: ProgramPlan, memory_plan=None) -> EmittedProgram:
     compile a large program on several cores in groups of about the same size (the
     engine forms them, `runtime/engine.py`)."""
     entry_module = ir.Module(name=plan.graph.name)
-    kernels = []
-    for kernel in plan.kernels:
-        module = ir.Module(name=f"{plan.graph.name}.{kernel.name}")
-        globals_: dict[Buffer, ir.GlobalVariable] = {}
-        functions = []
-        for n, nest in enumerate(kernel.nests):
-            nest_name = f"{kernel.name}.{n}" if len(kernel.nests) > 1 else f"{kernel.name}.loop"
-            emit = emit_map if isinstance(nest, MapNest) else emit_reduce
-            functions += emit(module, nest_name, nest, globals_)
-        kernels.append((kernel.name, functions, module))
+    kernels = [(kernel.name, *_emit_kernel(plan, kernel, {})) for kernel in plan.kernels]
     layout = _layout(plan, [(name, functions) for name, functions, _ in kernels], memory_plan)
-    entries = [_kernel_function(module, entry_module, name, functions, layout)
-               for name, functions, module in kernels if functions]
+    aliased = set()
+    for k, (name, functions, _) in enumerate(kernels):
+        # An output written over an input of its loop: emitted anew with one pointer for
+        # both, which LLVM sees is read and written at the same index, so the loop still
+        # vectorises (two pointers to the same memory made it check at run time, find
+        # them equal and take the scalar loop).
+        if any(buf in layout.in_place for fn in functions for buf in fn.buffers):
+            kernels[k] = (name, *_emit_kernel(plan, plan.kernels[k], layout.in_place))
+            aliased.add(k)
+    entries = [_kernel_function(module, entry_module, name, functions, layout,
+                                rows=k not in aliased)
+               for k, (name, functions, module) in enumerate(kernels) if functions]
     _entry(entry_module, entries, layout)
     modules = [entry_module] + [module for _, functions, module in kernels if functions]
     names = [name for name, functions, _ in kernels if functions]
@@ -104,6 +106,19 @@ def emit_program(plan: ProgramPlan, memory_plan=None) -> EmittedProgram:
                     for module in modules for g in module.globals.values()
                     if isinstance(g, ir.Function))
     return EmittedProgram("\n".join(map(str, modules)), layout, names, uses_blas)
+
+
+def _emit_kernel(plan: ProgramPlan, kernel, aliases: dict) -> tuple:
+    """A kernel's loop nests as functions in a module of its own; a buffer in `aliases`
+    is accessed through the pointer of the buffer it maps to."""
+    module = ir.Module(name=f"{plan.graph.name}.{kernel.name}")
+    globals_: dict[Buffer, ir.GlobalVariable] = {}
+    functions = []
+    for n, nest in enumerate(kernel.nests):
+        nest_name = f"{kernel.name}.{n}" if len(kernel.nests) > 1 else f"{kernel.name}.loop"
+        emit = emit_map if isinstance(nest, MapNest) else emit_reduce
+        functions += emit(module, nest_name, nest, globals_, aliases=aliases)
+    return functions, module
 
 
 def _layout(plan: ProgramPlan, kernels: list, memory_plan) -> Layout:
@@ -118,35 +133,41 @@ def _layout(plan: ProgramPlan, kernels: list, memory_plan) -> Layout:
                     span[1] = k
                 elif buf.kind == "table":
                     tables.setdefault(buf, None)
-    planned, rest = _planned_offsets(lifetimes, memory_plan, kernels)
+    planned, rest, in_place = _planned_offsets(lifetimes, memory_plan, kernels)
     base = -(-getattr(memory_plan, "arena_bytes", 0) // ALIGNMENT) * ALIGNMENT if planned else 0
     offsets, size = plan_arena(rest)
     offsets = {buf: base + off for buf, off in offsets.items()}
     offsets.update(planned)
     total = max([base + size] + [off + buf.nbytes for buf, off in planned.items()])
-    return Layout(list(plan.inputs), list(plan.outputs.values()), list(tables), offsets, total)
+    in_place = {buf: donor for buf, donor in in_place.items()
+                if offsets.get(buf) == offsets.get(donor)}
+    return Layout(list(plan.inputs), list(plan.outputs.values()), list(tables), offsets, total,
+                  in_place)
 
 
 def _planned_offsets(lifetimes: dict, memory_plan, kernels: list) -> tuple:
     """The scheduler's offsets (`compiler/memory_plan.py`) for the values it planned, and
-    the buffers left to `plan_arena` (our scratch, and values it does not store). An
-    in-place pair is honoured only where our loops make it safe (`_in_place_safe`)."""
+    the buffers left to `plan_arena` (our scratch, and values it does not store), and the
+    in-place pairs. A pair is honoured only where our loops make it safe
+    (`_in_place_safe`)."""
     if memory_plan is None:
-        return {}, lifetimes
-    planned, rest = {}, {}
+        return {}, lifetimes, {}
+    planned, rest, in_place = {}, {}, {}
     by_value = {buf.value: buf for buf in lifetimes if buf.value is not None}
     for buf, span in lifetimes.items():
         entry = memory_plan.buffers.get(buf.value) if buf.value is not None else None
         ok = entry is not None and entry.offset is not None and entry.size >= buf.nbytes
         donor = memory_plan.inplace.get(buf.value) if ok else None
-        if donor is not None and not _in_place_safe(buf, by_value.get(donor),
-                                                    kernels[span[0]][1]):
-            ok = False
+        if donor is not None:
+            if _in_place_safe(buf, by_value.get(donor), kernels[span[0]][1]):
+                in_place[buf] = by_value[donor]
+            else:
+                ok = False
         if ok:
             planned[buf] = entry.offset
         else:
             rest[buf] = span
-    return planned, rest
+    return planned, rest, in_place
 
 
 def _in_place_safe(buf: Buffer, donor: Buffer | None, functions: list) -> bool:
@@ -187,9 +208,12 @@ def plan_arena(lifetimes: dict) -> tuple:
     return offsets, total
 
 
-def _kernel_function(module, entry_module, name: str, functions: list, layout: Layout):
+def _kernel_function(module, entry_module, name: str, functions: list, layout: Layout,
+                     rows: bool = True):
     """The kernel's function in `module`, and what the entry point in `entry_module`
-    calls: the function itself, or its declaration there when the modules differ."""
+    calls: the function itself, or its declaration there when the modules differ.
+    `rows`: its loops may be grouped by rows (`row_groups.py`); not where a loop writes
+    in place (that grouping assumes every buffer separate)."""
     buffers = list(dict.fromkeys(buf for fn in functions for buf in fn.buffers))
     fnty = ir.FunctionType(VOID, [PTR] * len(buffers))
     kernel = ir.Function(module, fnty, name=name)
@@ -197,12 +221,12 @@ def _kernel_function(module, entry_module, name: str, functions: list, layout: L
         kernel.linkage = "internal"
     kernel.attributes.add("noinline")
     disjoint = _disjoint(buffers, layout)
-    if disjoint:
-        functions = group_rows(module, name, functions)
-    else:  # an in-place pair: the loops may not assume separate memory
+    if not disjoint:  # two buffers share memory: the loops may not assume separate memory
         for fn in functions:
             for arg in fn.function.args:
                 arg.attributes.discard("noalias")
+    elif rows:
+        functions = group_rows(module, name, functions)
     for arg, buf in zip(kernel.args, buffers):
         arg.name = buf.name
         if disjoint:
