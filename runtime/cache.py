@@ -11,8 +11,9 @@ On disk (``~/.cache/tracegrad``, or ``TRACEGRAD_CACHE_DIR``) each entry is one f
     {"key": ..., "size": ..., "parts": [...], "extra": ..., "sha256": ..., "externals": [...]}\\n
     <object code><extra bytes>
 
-The object code is one object per module of the program (``parts`` gives their sizes,
-which add up to ``size``).
+The object code is one object per group of modules the compile made
+(``runtime/side_by_side.py``; ``parts`` gives their sizes, which add up to ``size``). The
+engine keeps the threading runtime's object code here too (``stored_object``).
 
 The extra bytes are what the caller stored with the program (``keep``): the compiler keeps
 a program's binding there, under a key it computes before lowering (see
@@ -46,14 +47,8 @@ import threading
 import warnings
 from dataclasses import dataclass
 
-from .engine import (
-    CompileError,
-    Engine,
-    NativeModule,
-    ObjectCode,
-    default_engine,
-    pipeline_options,
-)
+from .engine import Engine, NativeModule, default_engine
+from .llvm_steps import CompileError, ObjectCode, pipeline_options
 from .once import once
 
 FORMAT_VERSION = 3

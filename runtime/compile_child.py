@@ -28,6 +28,9 @@ import os
 import pickle
 import signal
 import struct
+import threading
+import traceback
+import warnings
 
 ENVIRONMENT_VARIABLE = "TRACEGRAD_COMPILE_IN_CHILD"
 _LENGTH = struct.Struct("<Q")  # the reply: its length, then its bytes
@@ -38,11 +41,12 @@ class ChildDied(RuntimeError):
 
 
 class ChildError(RuntimeError):
-    """`work` raised in the child: `kind` is the name of the exception's type."""
+    """`work` raised in the child: `kind` is the name of the exception's type, and
+    `child_traceback` where it was raised."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: str, message: str, child_traceback: str = ""):
         super().__init__(message)
-        self.kind = kind
+        self.kind, self.child_traceback = kind, child_traceback
 
 
 def enabled() -> bool:
@@ -57,13 +61,25 @@ def in_child(work, *arguments):
         return work(*arguments)
     import llvmlite.binding as llvm
 
-    receive, send = os.pipe()
-    with llvm.ffi.lib._lock:  # no thread of ours is inside LLVM while we fork
-        pid = os.fork()
-    if pid == 0:
+    # The pipe is made, and the child's end closed here, with the lock held, so that no
+    # child forked by another thread meanwhile inherits an end of this one's pipe.
+    with llvm.ffi.lib._lock, _forking:  # and no thread of ours is inside LLVM
+        receive, send = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as error:  # out of memory or processes: compile here instead
+            os.close(receive)
+            os.close(send)
+            _warn_once(f"tracegrad: cannot fork a compile child ({error}); "
+                       f"compiling in this process")
+            pid = None
+        if pid:
+            os.close(send)
+    if pid == 0:  # the child, with the locks released (its helper threads need LLVM's)
         os.close(receive)
         _child(send, work, arguments)  # never returns
-    os.close(send)
+    if pid is None:
+        return work(*arguments)
     reply = None
     try:
         reply = _read_message(receive)
@@ -71,7 +87,7 @@ def in_child(work, *arguments):
         os.close(receive)
         if reply is None:  # dead, or we were interrupted: make sure it is gone
             _kill_quietly(pid)
-        _, status = os.waitpid(pid, 0)
+        status = _reaped(pid)
     if reply is None:
         raise ChildDied(_describe(status))
     ok, value = pickle.loads(reply)
@@ -87,7 +103,7 @@ def _child(send: int, work, arguments) -> None:
         try:
             reply = (True, work(*arguments))
         except Exception as error:  # noqa: BLE001 - the parent raises it
-            reply = (False, (type(error).__name__, str(error)))
+            reply = (False, (type(error).__name__, str(error), traceback.format_exc()))
         data = pickle.dumps(reply)
         view = memoryview(_LENGTH.pack(len(data)) + data)
         while view:
@@ -114,6 +130,24 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
+_forking = threading.Lock()
+_warned: list = []
+
+
+def _warn_once(message: str) -> None:
+    if not _warned:
+        _warned.append(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _reaped(pid: int) -> int | None:
+    """The child's exit status, or None if it cannot be known (SIGCHLD is ignored)."""
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
+
+
 def _kill_quietly(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -121,7 +155,9 @@ def _kill_quietly(pid: int) -> None:
         pass
 
 
-def _describe(status: int) -> str:
+def _describe(status: int | None) -> str:
+    if status is None:
+        return "the LLVM compile (a child process) ended without an answer"
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         return f"the LLVM compile (a child process) was killed by signal {number} " \

@@ -2,8 +2,9 @@
 
 A compiled program is one native entry point, called once from Python. Kernels inside it
 that are worth splitting call ``tracegrad_parallel_for``, a small function the runtime
-writes in LLVM IR (``runtime_ir`` below) and JIT-compiles once per process (see
-``engine.py``). Generated modules only declare it::
+writes in LLVM IR (``runtime_ir`` below), compiles like a program and keeps in the disk
+cache, and links once per process (see ``engine.py``). Generated modules only declare
+it::
 
     declare void @tracegrad_parallel_for(ptr, ptr, i64, i64)
 

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 import pytest
-from child_process import run_python_together
+from child_process import run_python, run_python_together
 from tracegrad.runtime import cache as cache_module
 from tracegrad.runtime.cache import MAGIC, ProgramCache, decode_entry
 
@@ -43,9 +43,12 @@ def inputs(seed: int = 0):
 @pytest.fixture
 def use_cache(monkeypatch):
     """`use_cache(directory)` makes the process's program cache a fresh one (nothing in
-    memory) on `directory`, for this test only."""
+    memory) on `directory`, for this test only. The threading runtime, which the engine
+    keeps in that cache too, is linked first, so the cache's counts are the programs'."""
+    from tracegrad.runtime import engine
 
     def use(directory) -> ProgramCache:
+        engine._runtime()
         fresh = ProgramCache(directory=directory)
         monkeypatch.setattr(cache_module, "default_cache", lambda: fresh)
         return fresh
@@ -285,3 +288,34 @@ def test_two_processes_compiling_the_same_function_at_once(tmp_path):
     assert len(entries(tmp_path)) == 2 and temporaries(tmp_path) == []
     for entry in entries(tmp_path):
         decode_entry(entry.read_bytes(), entry.stem)
+
+
+BAD_RUNTIME = """
+import ctypes, json, warnings
+from tracegrad.runtime import cache, engine
+from tracegrad.runtime.llvm_steps import ObjectCode
+key = cache.cache_key(engine._runtime_ir(), engine.Engine(0))
+if {write_bad}:  # intact on disk, but it calls a symbol no process has
+    cache.default_cache()._write(key, ObjectCode((b"not an object",), ("tracegrad_nothing",)))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    native = engine.default_engine().compile_module("define i64 @f() {{\\n  ret i64 7\\n}}",
+                                                     ["f"])
+print(json.dumps({{"value": native.function("f", ctypes.c_int64, [])(),
+                  "warnings": [str(w.message) for w in caught]}}))
+"""
+
+
+def test_a_threading_runtime_entry_that_does_not_link_is_compiled_anew(tmp_path):
+    """Every program links the runtime: a bad entry of it must cost one warning, not
+    every compile of every process (the next process finds it rewritten)."""
+    reports = []
+    for write_bad in (True, False):
+        done = run_python(BAD_RUNTIME.format(write_bad=write_bad),
+                          TRACEGRAD_CACHE_DIR=str(tmp_path))
+        assert done.returncode == 0, done.stderr
+        reports.append(json.loads(done.stdout))
+    assert reports[0]["value"] == reports[1]["value"] == 7
+    [warning] = reports[0]["warnings"]
+    assert "ignoring the threading runtime" in warning and "tracegrad_nothing" in warning
+    assert reports[1]["warnings"] == []

@@ -51,6 +51,29 @@ def test_a_crash_inside_a_compile_is_a_compile_error(monkeypatch, engine_ready):
     assert saxpy(native)[1] != 0
 
 
+def test_an_unexpected_error_in_the_child_keeps_its_type_and_traceback(monkeypatch,
+                                                                      engine_ready):
+    def broken(requests, threads):
+        raise ValueError("a bug in the compiler")
+
+    monkeypatch.setattr(engine, "_compile_requests", broken)
+    with pytest.raises(CompileError, match="(?s)ValueError in the compile child: a bug in the "
+                                               "compiler\nTraceback .*in broken"):
+        Engine().compile_object(SAXPY_IR.replace("@saxpy", "@saxpy_bug"))
+
+
+def test_when_fork_fails_the_work_runs_here_with_one_warning(monkeypatch):
+    def no_fork():
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    monkeypatch.setattr(compile_child, "_warned", [])
+    with pytest.warns(RuntimeWarning, match="cannot fork a compile child"):
+        assert compile_child.in_child(os.getpid) == os.getpid()
+    assert compile_child.in_child(lambda: 5) == 5  # no second warning (pytest would fail)
+    assert len(os.listdir(f"/proc/{os.getpid()}/fd")) < 64  # no pipe ends left behind
+
+
 def test_in_the_child_and_in_this_process_give_the_same_object_code(monkeypatch,
                                                                    engine_ready):
     text = SAXPY_IR.replace("@saxpy", "@saxpy_same")

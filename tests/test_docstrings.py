@@ -33,7 +33,9 @@ INTERNAL_MODULES = [
     *(f"tracegrad.compiler.passes.{name}" for name, _ in PASSES),
     *(f"tracegrad.compiler.{name}" for name in (
         "fuse", "schedule", "memory_plan", "run_schedule", "remat", "dag")),
-    *(f"tracegrad.runtime.{name}" for name in ("once", "threads", "cache", "engine", "buffers")),
+    *(f"tracegrad.runtime.{name}" for name in (
+        "once", "threads", "cache", "engine", "buffers", "llvm_steps", "side_by_side",
+        "compile_child")),
     "tracegrad.native_rows",
 ]
 

@@ -158,8 +158,9 @@ CORNERS = {
     v13 = gelu_slope(x0, approximate='tanh')
     v14 = gelu(v9, approximate='tanh')
     v15 = gelu_slope(v9, approximate='tanh')
-    return (v0, v1, v2, v3, v4, v5, v6, v7, v8, v10, v11, v12, v13, v14, v15)''', lambda rng: [np.array(
-        [0.0, -0.0, np.inf, -np.inf, np.nan, 800.0, -800.0, 1e-310, -1.0, 88.5])]),
+    return (v0, v1, v2, v3, v4, v5, v6, v7, v8, v10, v11, v12, v13, v14, v15)''',
+        lambda rng: [np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 800.0, -800.0, 1e-310, -1.0,
+                               88.5])]),
     "movement chains": ('''def f(x0: f32[2,3,4]):
     v0 = permute(x0, dims=(2, 0, 1))
     v1 = reshape(v0, shape=(8, 3))
@@ -502,20 +503,20 @@ def test_row_groups_give_the_same_bits_as_nest_by_nest(case, cache, monkeypatch,
 @pytest.mark.parametrize("seed", range(0, RANDOM_PROGRAMS, 3))
 def test_kernels_compiled_in_groups_give_the_bits_of_one_module(seed, monkeypatch, threads):
     """Each kernel is a module; LLVM compiles them linked into groups side by side
-    (`engine.balanced_groups`), and the grouping changes no bit of any result."""
-    from tracegrad.runtime import engine
+    (`side_by_side.balanced_groups`), and the grouping changes no bit of any result."""
+    from tracegrad.runtime import side_by_side
 
     threads.set_num_threads(4)
     for what, graph, arrays in random_graphs(seed):
         kernels, plan = kernels_for(graph)
         programs = []
         for least in (10**9, 1):  # one group; as many as there are threads or modules
-            monkeypatch.setattr(engine, "GROUP_CHARACTERS", least)
+            monkeypatch.setattr(side_by_side, "GROUP_CHARACTERS", least)
             programs.append(native(graph, ProgramCache(enabled=False), kernels=kernels,
                                    memory_plan=plan))
-        modules = engine.split_modules(programs[1].ir)
+        modules = side_by_side.split_modules(programs[1].ir)
         assert len(modules) == 1 + len(programs[1].kernel_names)
-        assert len(engine.balanced_groups(modules, 4)) == min(4, len(modules))
+        assert len(side_by_side.balanced_groups(modules, 4)) == min(4, len(modules))
         assert len(programs[1].native.object_code.parts) == min(4, len(modules))
         assert len(programs[0].native.object_code.parts) == 1
         with np.errstate(all="ignore"):
@@ -537,15 +538,27 @@ def test_a_loop_writing_in_place_vectorises_without_checking_for_overlap(monkeyp
     return (v3,)""")
     rng = np.random.default_rng(5)
     arrays = [rng.standard_normal(v.shape).astype(np.float32) for v in graph.inputs]
-    in_place = native(graph, ProgramCache(enabled=False))
-    in_place.ir  # noqa: B018 - lowers it (the program came from the store otherwise)
+    def overlap_tested(program) -> bool:  # LLVM's run-time overlap test, by its names
+        return any(name in program.optimized_ir for name in ("found.conflict", "diff.check"))
+
+    def lowered():
+        kernels, memory_plan = kernels_for(graph)
+        return native(graph, ProgramCache(enabled=False), kernels=kernels,
+                      memory_plan=memory_plan)
+
+    in_place = lowered()
     assert [(a.name, b.name) for a, b in in_place.layout.in_place.items()] == [("v2", "v0")]
-    assert "found.conflict" not in in_place.optimized_ir  # LLVM's run-time overlap test
+    assert not overlap_tested(in_place)
+    emit_kernel = emit._emit_kernel
+    monkeypatch.setattr(emit, "_emit_kernel", lambda plan, kernel, aliases:
+                        emit_kernel(plan, kernel, {}))
+    two_pointers = lowered()  # in place, but through two pointers: what it was before
+    assert two_pointers.layout.in_place and overlap_tested(two_pointers)
     monkeypatch.setattr(emit, "_in_place_safe", lambda *args: False)
-    separate = native(graph, ProgramCache(enabled=False), fuse=True,
-                      kernels=kernels_for(graph)[0], memory_plan=kernels_for(graph)[1])
+    separate = lowered()
     assert separate.layout.in_place == {}
-    assert in_place.run(*arrays)[0].tobytes() == separate.run(*arrays)[0].tobytes()
+    for program in (two_pointers, separate):
+        assert in_place.run(*arrays)[0].tobytes() == program.run(*arrays)[0].tobytes()
 
 
 # --- the API around it -------------------------------------------------------------------

@@ -242,9 +242,9 @@ define i64 @twice(i64 %x) {
 @pytest.mark.parametrize("count", [1, 2])
 def test_modules_of_one_text_call_each_other_linked_or_loaded_together(engine, threads,
                                                                        monkeypatch, count):
-    from tracegrad.runtime import engine as module
+    from tracegrad.runtime import side_by_side
 
-    monkeypatch.setattr(module, "GROUP_CHARACTERS", 1)  # a group per module and thread
+    monkeypatch.setattr(side_by_side, "GROUP_CHARACTERS", 1)  # a group per module and thread
     threads.set_num_threads(count)
     code = engine.compile_object(TWO_MODULE_IR)
     assert len(code.parts) == count and code.externals == ()
@@ -255,9 +255,9 @@ def test_modules_of_one_text_call_each_other_linked_or_loaded_together(engine, t
 
 
 def test_modules_compile_in_groups_of_about_the_same_size(engine, threads, monkeypatch):
-    from tracegrad.runtime import engine as module
+    from tracegrad.runtime import side_by_side
 
-    monkeypatch.setattr(module, "GROUP_CHARACTERS", 1)
+    monkeypatch.setattr(side_by_side, "GROUP_CHARACTERS", 1)
     text = "".join(f'; ModuleID = "m{i}"\n' + SAXPY_IR.replace("@saxpy", f"@saxpy{i}")
                    for i in range(5))
     for count in (1, 2, 4):
@@ -281,6 +281,19 @@ def test_a_bad_module_among_several_raises_compile_error(engine, threads):
     unresolved = TWO_MODULE_IR.replace("@twice(i64 %x) {", "@thrice(i64 %x) {")
     with pytest.raises(CompileError, match="undefined symbols: twice"):
         engine.compile_object(unresolved)
+
+
+@pytest.mark.parametrize("count", [1, 3])  # the two definitions linked, or in two objects
+def test_a_function_defined_in_two_modules_is_an_error_in_one_group_or_two(
+        engine, threads, monkeypatch, count):
+    from tracegrad.runtime import side_by_side
+    from tracegrad.runtime.engine import CompileError
+
+    monkeypatch.setattr(side_by_side, "GROUP_CHARACTERS", 1)
+    threads.set_num_threads(count)
+    twice_again = TWO_MODULE_IR + TWO_MODULE_IR[TWO_MODULE_IR.index('; ModuleID = "callee"'):]
+    with pytest.raises(CompileError, match="multiply defined"):
+        engine.compile_object(twice_again)
 
 
 def test_function_keeps_its_module_alive(engine):

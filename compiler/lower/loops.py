@@ -102,7 +102,13 @@ class NestFunction:
     def __init__(self, module: ir.Module, name: str, buffers: list, noalias: bool,
                  aliases: dict | None = None):
         aliases = aliases or {}
-        self.buffers = list(dict.fromkeys(aliases.get(buf, buf) for buf in buffers
+
+        def memory(buf):  # a chain (v2 over v1 over v0) ends at the first one's memory
+            while buf in aliases:
+                buf = aliases[buf]
+            return buf
+
+        self.buffers = list(dict.fromkeys(memory(buf) for buf in buffers
                                           if buf.kind != "global"))
         fnty = ir.FunctionType(VOID, [PTR] * len(self.buffers) + [I64, I64])
         self.function = ir.Function(module, fnty, name=name)
@@ -123,8 +129,8 @@ class NestFunction:
         self.allocas.position_at_start(entry)
         self.b = ir.IRBuilder(body)
         self.pointers = dict(zip(self.buffers, self.function.args))
-        self.pointers.update({buf: self.pointers[donor] for buf, donor in aliases.items()
-                              if donor in self.pointers})
+        self.pointers.update({buf: self.pointers[memory(buf)] for buf in aliases
+                              if memory(buf) in self.pointers})
 
     def alloca(self, t: ir.Type, count: int = 1, name: str = "") -> ir.Value:
         slot = self.allocas.alloca(t, size=ir.Constant(I64, count), name=name)

@@ -93,7 +93,8 @@ def emit_program(plan: ProgramPlan, memory_plan=None) -> EmittedProgram:
         # both, which LLVM sees is read and written at the same index, so the loop still
         # vectorises (two pointers to the same memory made it check at run time, find
         # them equal and take the scalar loop).
-        if any(buf in layout.in_place for fn in functions for buf in fn.buffers):
+        buffers = {buf for fn in functions for buf in fn.buffers}
+        if any(layout.in_place.get(buf) in buffers for buf in buffers):  # the writer's
             kernels[k] = (name, *_emit_kernel(plan, plan.kernels[k], layout.in_place))
             aliased.add(k)
     entries = [_kernel_function(module, entry_module, name, functions, layout,
@@ -210,15 +211,12 @@ def plan_arena(lifetimes: dict) -> tuple:
 
 def _kernel_function(module, entry_module, name: str, functions: list, layout: Layout,
                      rows: bool = True):
-    """The kernel's function in `module`, and what the entry point in `entry_module`
-    calls: the function itself, or its declaration there when the modules differ.
-    `rows`: its loops may be grouped by rows (`row_groups.py`); not where a loop writes
-    in place (that grouping assumes every buffer separate)."""
+    """The kernel's function in `module`, and its declaration in `entry_module`, which
+    the entry point calls. `rows`: its loops may be grouped by rows (`row_groups.py`);
+    not where a loop writes in place (that grouping assumes every buffer separate)."""
     buffers = list(dict.fromkeys(buf for fn in functions for buf in fn.buffers))
     fnty = ir.FunctionType(VOID, [PTR] * len(buffers))
     kernel = ir.Function(module, fnty, name=name)
-    if module is entry_module:
-        kernel.linkage = "internal"
     kernel.attributes.add("noinline")
     disjoint = _disjoint(buffers, layout)
     if not disjoint:  # two buffers share memory: the loops may not assume separate memory
@@ -242,8 +240,7 @@ def _kernel_function(module, entry_module, name: str, functions: list, layout: L
         else:
             b.call(fn.function, args + [ir.Constant(I64, 0), ir.Constant(I64, fn.trips)])
     b.ret_void()
-    called = kernel if module is entry_module else ir.Function(entry_module, fnty, name=name)
-    return called, buffers
+    return ir.Function(entry_module, fnty, name=name), buffers
 
 
 def _disjoint(buffers: list, layout: Layout) -> bool:

@@ -1,0 +1,135 @@
+"""Several LLVM modules compiled at once, on threads.
+
+A program comes as one module per kernel (``compiler/lower/program.py``), one after the
+other in one text; a new module starts at each ``; ModuleID`` line (`split_modules`).
+They are linked into a few groups of about the same size (`balanced_groups`), one per
+thread, and the groups compile side by side, each in an LLVM context of its own
+(`compile_side_by_side`): LLVM allows that, and llvmlite's lock is left out of the heavy
+steps (`llvm_steps.unlocked`).
+
+>>> split_modules("; ModuleID = 'a'\\n; ModuleID = 'b'\\n")
+["; ModuleID = 'a'\\n", "; ModuleID = 'b'\\n"]
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import llvmlite.binding as llvm
+
+from . import threads
+from .llvm_steps import (
+    CompileError,
+    ObjectCode,
+    emit_object,
+    external_symbols,
+    llvm_ready,
+    optimize,
+    parse,
+)
+
+
+def compile_side_by_side(requests: list[tuple[str, int]],
+                         thread_count: int | None = None) -> list[ObjectCode]:
+    """The object code per ``(ir_text, opt_level)``: the modules of each text linked into
+    groups (`balanced_groups`), and all groups compiled on up to ``thread_count`` threads
+    (default ``TRACEGRAD_NUM_THREADS``), the largest first."""
+    thread_count = thread_count or threads.num_threads()
+    jobs = [(group, opt_level, r) for r, (ir_text, opt_level) in enumerate(requests)
+            for group in balanced_groups(split_modules(ir_text), thread_count)]
+    order = sorted(range(len(jobs)), key=lambda j: -sum(map(len, jobs[j][0])))
+    compiled = dict(zip(order, _side_by_side(_compile_group, [jobs[j] for j in order],
+                                             thread_count)))
+    objects = []
+    for r in range(len(requests)):
+        parts = [compiled[j] for j, (_, _, owner) in enumerate(jobs) if owner == r]
+        names = [name for _, _, defined in parts for name in defined]
+        defined = set(names)
+        if len(defined) < len(names):  # as linking them into one module would say
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise CompileError(f"symbol multiply defined: {', '.join(twice)}")
+        externals = sorted({name for _, used, _ in parts for name in used} - defined)
+        objects.append(ObjectCode(tuple(code for code, _, _ in parts), tuple(externals)))
+    return objects
+
+
+# LLVM takes about 2 ms per 1000 characters of our IR, and each module it optimises costs
+# some 10 ms more; a group is one module. So there are as many groups as threads, and
+# only if each gets at least this much text: the small MLP step (89,000 characters in
+# 12 modules) compiles in 180 ms as one module, 105 ms as two groups on two cores, and
+# 115-150 ms as three or four.
+GROUP_CHARACTERS = 16_000
+
+
+def balanced_groups(texts: list[str], count: int) -> list[list[str]]:
+    """``texts`` (modules) dealt into at most ``count`` groups of about the same length,
+    the longest first: no more groups than `GROUP_CHARACTERS` of text fill.
+
+    >>> [[len(t) for t in group] for group in balanced_groups(["a" * 20000] * 3 + ["b"], 4)]
+    [[20000, 1], [20000], [20000]]
+    """
+    total = sum(map(len, texts))
+    loads = [0] * max(1, min(count, total // GROUP_CHARACTERS, len(texts)))
+    groups: list[list[str]] = [[] for _ in loads]
+    for text in sorted(texts, key=len, reverse=True):
+        g = loads.index(min(loads))
+        groups[g].append(text)
+        loads[g] += len(text)
+    return groups
+
+
+def _compile_group(job: tuple[list[str], int, int]) -> tuple[bytes, tuple, list]:
+    """A group's object code (its modules linked into one, in a context of its own), the
+    symbols it uses and those it defines for other objects to use."""
+    texts, opt_level, _ = job
+    context = llvm.create_context()
+    module = parse(texts[0], context)
+    for text in texts[1:]:
+        try:
+            module.link_in(parse(text, context))  # renames clashing internal symbols
+        except RuntimeError as error:
+            raise CompileError(f"cannot link LLVM modules: {error}") from None
+    machine = llvm_ready().host.target_machine(opt_level)
+    optimize(module, machine, opt_level)
+    code = emit_object(machine, module)
+    local = (llvm.Linkage.internal, llvm.Linkage.private)
+    defined = [value.name for value in (*module.functions, *module.global_variables)
+               if not value.is_declaration and value.linkage not in local]
+    return code, external_symbols(module), defined
+
+
+def split_modules(ir_text: str) -> list[str]:
+    """The modules of ``ir_text``: a new one starts at each ``; ModuleID`` line."""
+    return [text for text in re.split(r"(?m)^(?=; ModuleID)", ir_text) if text] or [ir_text]
+
+
+def _side_by_side(work, items: list, threads_wanted: int) -> list:
+    """``[work(item) for item in items]`` on up to ``threads_wanted`` threads (this one
+    included); the first exception raised is raised here, after every thread is done."""
+    results: list = [None] * len(items)
+    errors: list = []
+    pending = iter(range(len(items)))
+    claim = threading.Lock()
+
+    def run() -> None:
+        while not errors:
+            with claim:
+                i = next(pending, None)
+            if i is None:
+                return
+            try:
+                results[i] = work(items[i])
+            except BaseException as error:  # noqa: BLE001 - re-raised by the caller
+                errors.append(error)
+
+    helpers = [threading.Thread(target=run, daemon=True)
+               for _ in range(min(threads_wanted, len(items)) - 1)]
+    for helper in helpers:
+        helper.start()
+    run()
+    for helper in helpers:
+        helper.join()
+    if errors:
+        raise errors[0]
+    return results
