@@ -3,9 +3,9 @@
     python -m bench.cold_start               # tracegrad compiled and, when installed, JAX
     python -m bench.cold_start --readme      # also write the table into README.md
 
-For every peer and MLP step: the time of `import`, of the first call (trace, optimise,
-compile; for tracegrad once with an empty disk cache and once more in a new process with
-the cache the first one left), and the peak resident memory of a process that imports,
+For every peer and MLP step, medians of three fresh processes: the time of `import`, of
+the first call (trace, optimise, compile; for tracegrad once with an empty disk cache and
+once more in a new process with the cache the first one left), and the peak resident memory of a process that imports,
 compiles and runs the MNIST step ten times (and apart, that of the largest child process
 it waited for: tracegrad's LLVM compiles run in one).
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,23 @@ def measure(peer: str, workload: str, cache_dir: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+# A first call is one sample, and a busy neighbour on this 2-core machine can add 100 ms
+# to it: each figure is the median of this many fresh processes (every peer alike).
+PROCESSES = 3
+
+
+def median_of(peer: str, workload: str, warm: bool) -> dict:
+    """Each figure's median over `PROCESSES` fresh processes, each with a cache directory
+    of its own (`warm`: one a previous process filled)."""
+    runs = []
+    for _ in range(PROCESSES):
+        with tempfile.TemporaryDirectory() as cache:
+            if warm:
+                measure(peer, workload, cache)  # leaves the compiled programs
+            runs.append(measure(peer, workload, cache))
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def installed(peer: str) -> bool:
     return subprocess.run([sys.executable, "-c", f"import {peer}"], capture_output=True,
                           check=False).returncode == 0
@@ -69,12 +87,7 @@ def table() -> str:
             continue
         runs = [("", False), *([(" (warm disk cache)", True)] if peer == "tracegrad" else [])]
         for label, warm in runs:
-            figures = {}
-            for workload in STEPS:
-                with tempfile.TemporaryDirectory() as cache:
-                    if warm:
-                        measure(peer, workload, cache)  # leaves the compiled programs
-                    figures[workload] = measure(peer, workload, cache)
+            figures = {workload: median_of(peer, workload, warm) for workload in STEPS}
             small, mnist = figures[STEPS[0]], figures[STEPS[1]]
             name = {"tracegrad": "tracegrad compiled", "jax": "JAX jit"}[peer] + label
             rows.append(f"| {name} | {min(small['import'], mnist['import']):.2f} s | "
