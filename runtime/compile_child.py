@@ -28,7 +28,6 @@ import os
 import pickle
 import signal
 import struct
-import threading
 import traceback
 import warnings
 
@@ -61,9 +60,10 @@ def in_child(work, *arguments):
         return work(*arguments)
     import llvmlite.binding as llvm
 
-    # The pipe is made, and the child's end closed here, with the lock held, so that no
-    # child forked by another thread meanwhile inherits an end of this one's pipe.
-    with llvm.ffi.lib._lock, _forking:  # and no thread of ours is inside LLVM
+    # With llvmlite's lock held no thread of ours is inside LLVM, and no other thread
+    # forks between making this pipe and closing the child's end (or its child would
+    # inherit an end of it).
+    with llvm.ffi.lib._lock:
         receive, send = os.pipe()
         try:
             pid = os.fork()
@@ -130,7 +130,6 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
-_forking = threading.Lock()
 _warned: list = []
 
 

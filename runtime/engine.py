@@ -107,9 +107,8 @@ class Engine:
     def compile_object(self, ir_text: str) -> ObjectCode:
         """Steps 1-4: the relocatable object code for ``ir_text``, made in a child
         process (`_compile_in_a_child`)."""
-        object_code = _compile(ir_text, self.opt_level)
-        _runtime()  # the threading runtime's symbols, which programs call
-        _check_resolvable(object_code.externals)
+        [object_code] = _compile_in_a_child([(ir_text, self.opt_level)])
+        _check_resolvable(object_code.externals)  # the threading runtime's are known now
         return object_code
 
     def load_object(self, object_code: ObjectCode, entry_points: list[str]) -> NativeModule:
@@ -214,19 +213,14 @@ def _link_runtime(object_code: ObjectCode) -> None:
         _runtime_module.append(runtime)
 
 
-def _compile(ir_text: str, opt_level: int) -> ObjectCode:
-    """The object code for ``ir_text`` at ``opt_level``, compiled in a child process."""
-    return _compile_in_a_child([(ir_text, opt_level)])[0]
-
-
 def _compile_in_a_child(requests: list[tuple[str, int]]) -> list[ObjectCode]:
     """`compile_side_by_side(requests)` in a child process (``compile_child.py``), so
     that LLVM's memory is never the caller's. The threading runtime comes along in the
     same child, side by side with the rest, if this process has yet to link it and the
     disk cache does not hold it (then it is linked, and stored)."""
     llvm_ready()  # set up here once, so every child starts with LLVM ready
-    runtime_ir = _runtime_ir()
-    with_runtime = not _link_stored_runtime(runtime_ir)
+    runtime_ir = None if _runtime_module else _runtime_ir()
+    with_runtime = runtime_ir is not None and not _link_stored_runtime(runtime_ir)
     if with_runtime:
         requests = [*requests, (runtime_ir, _RUNTIME_OPT_LEVEL)]
     try:

@@ -39,7 +39,7 @@ def compile_side_by_side(requests: list[tuple[str, int]],
     jobs = [(group, opt_level, r) for r, (ir_text, opt_level) in enumerate(requests)
             for group in balanced_groups(split_modules(ir_text), thread_count)]
     order = sorted(range(len(jobs)), key=lambda j: -sum(map(len, jobs[j][0])))
-    compiled = dict(zip(order, _side_by_side(_compile_group, [jobs[j] for j in order],
+    compiled = dict(zip(order, _on_threads(_compile_group, [jobs[j] for j in order],
                                              thread_count)))
     objects = []
     for r in range(len(requests)):
@@ -104,7 +104,7 @@ def split_modules(ir_text: str) -> list[str]:
     return [text for text in re.split(r"(?m)^(?=; ModuleID)", ir_text) if text] or [ir_text]
 
 
-def _side_by_side(work, items: list, threads_wanted: int) -> list:
+def _on_threads(work, items: list, threads_wanted: int) -> list:
     """``[work(item) for item in items]`` on up to ``threads_wanted`` threads (this one
     included); the first exception raised is raised here, after every thread is done."""
     results: list = [None] * len(items)

@@ -244,7 +244,7 @@ def _grain(work_ns: float, trips: int, sequential: bool = False) -> int:
 
 # --- maps ----------------------------------------------------------------------------------
 
-def emit_map(module, name: str, nest: MapNest, globals_: dict, noalias=True,
+def emit_map(module, name: str, nest: MapNest, globals_: dict,
              aliases: dict | None = None) -> list:
     """The functions (just one) that run a `MapNest`."""
     domain = nest.domain if nest.domain else (1,)
@@ -255,8 +255,7 @@ def emit_map(module, name: str, nest: MapNest, globals_: dict, noalias=True,
         else [[d] for d in range(len(domain))]
     sizes, variables, idx = merged_indices(domain, groups, "i")
     actions = body(idx)
-    fn = NestFunction(module, name, _buffers_of(actions), noalias and not nest.sequential,
-                      aliases)
+    fn = NestFunction(module, name, _buffers_of(actions), not nest.sequential, aliases)
 
     def innermost(counters):
         emitter = fn.emitter(dict(zip(variables, counters)), globals_)

@@ -69,21 +69,21 @@ def combine(b: ir.IRBuilder, op: str, acc: ir.Value, x: ir.Value) -> ir.Value:
     return b.select(take, x, acc)
 
 
-def emit_reduce(module, name: str, nest: ReduceNest, globals_: dict, noalias=True,
+def emit_reduce(module, name: str, nest: ReduceNest, globals_: dict,
                 aliases: dict | None = None) -> list:
     """The functions that run a `ReduceNest`, in call order."""
     kept = math.prod(nest.kept_shape)
     if kept == 0:
         return []
     if math.prod(nest.reduced_shape) == 0 or not nest.axes:
-        return _emit_degenerate(module, name, nest, globals_, noalias, aliases)
+        return _emit_degenerate(module, name, nest, globals_, aliases)
     if nest.op in ("argmax", "argmin"):
-        return [_emit_scan(module, name, nest, globals_, noalias, aliases)]
+        return [_emit_scan(module, name, nest, globals_, aliases)]
     if nest.blocks > 1:
-        return _emit_blocked(module, name, nest, globals_, noalias, aliases)
+        return _emit_blocked(module, name, nest, globals_, aliases)
     if nest.innermost_reduced:
-        return [_emit_lanes(module, name, nest, globals_, noalias, aliases=aliases)]
-    return [_emit_columns(module, name, nest, globals_, noalias, aliases)]
+        return [_emit_lanes(module, name, nest, globals_, aliases=aliases)]
+    return [_emit_columns(module, name, nest, globals_, aliases)]
 
 
 def _reduce_layout(nest: ReduceNest):
@@ -109,14 +109,13 @@ def _reg(nest: ReduceNest) -> ir.Type:
     return REGISTER[nest.dtype]
 
 
-def _emit_lanes(module, name, nest: ReduceNest, globals_, noalias, blocked=None,
-                aliases=None):
+def _emit_lanes(module, name, nest: ReduceNest, globals_, blocked=None, aliases=None):
     """Rows reduced over the innermost axis through `W` vector lanes (module docstring)."""
     sizes, classes, variables, idx = _reduce_layout(nest)
     src = nest.source(idx)
     target = nest.scratch if blocked else nest.target
     buffers = _buffers_of([Store(target, ix.ZERO, src)])
-    fn = NestFunction(module, name, buffers, noalias, aliases)
+    fn = NestFunction(module, name, buffers, True, aliases)
     b, t = fn.b, _reg(nest)
     lanes = nest.lanes()
     slots = fn.alloca(t, lanes, "lanes")
@@ -226,11 +225,10 @@ def _fold_lanes(b, op, lanes: int, lane_slot, t) -> ir.Value:
     return b.load(lane_slot(ir.Constant(I64, 0)), typ=t)
 
 
-def _emit_blocked(module, name, nest: ReduceNest, globals_, noalias, aliases=None) -> list:
+def _emit_blocked(module, name, nest: ReduceNest, globals_, aliases=None) -> list:
     """Long rows: partial results per fixed block (in parallel), then one ordered fold."""
     rows, nblocks = math.prod(nest.kept_shape), nest.blocks
-    first = _emit_lanes(module, f"{name}.blocks", nest, globals_, noalias, (rows, nblocks),
-                        aliases)
+    first = _emit_lanes(module, f"{name}.blocks", nest, globals_, (rows, nblocks), aliases)
     return [first, _emit_partials_fold(module, f"{name}.fold", nest, rows, nblocks)]
 
 
@@ -260,13 +258,13 @@ def _emit_partials_fold(module, name, nest: ReduceNest, rows: int, nblocks: int)
     return LoopFunction(fn.function, fn.buffers, rows, 0, writes=frozenset([nest.target]))
 
 
-def _emit_columns(module, name, nest: ReduceNest, globals_, noalias, aliases=None):
+def _emit_columns(module, name, nest: ReduceNest, globals_, aliases=None):
     """Innermost axis kept: fold into the target row, vectorising along the kept axes."""
     sizes, classes, variables, idx = _reduce_layout(nest)
     src = nest.source(idx)
     toff = _target_offset(nest, _zero_reduced(nest, idx))
     buffers = _buffers_of([Store(nest.target, toff, src)])
-    fn = NestFunction(module, name, buffers, noalias, aliases)
+    fn = NestFunction(module, name, buffers, True, aliases)
     b, t = fn.b, _reg(nest)
     inner = []
     for k in reversed(range(len(sizes))):
@@ -316,13 +314,13 @@ def _emit_columns(module, name, nest: ReduceNest, globals_, noalias, aliases=Non
                         writes=frozenset([nest.target]))
 
 
-def _emit_scan(module, name, nest: ReduceNest, globals_, noalias, aliases=None):
+def _emit_scan(module, name, nest: ReduceNest, globals_, aliases=None):
     """argmax/argmin: the first extreme element in row-major order of the reduced axes."""
     variables = _variables(nest.domain, "i")
     idx = _as_indices(variables)
     src = nest.source(idx)
     toff = _target_offset(nest, _zero_reduced(nest, idx))
-    fn = NestFunction(module, name, _buffers_of([Store(nest.target, toff, src)]), noalias,
+    fn = NestFunction(module, name, _buffers_of([Store(nest.target, toff, src)]), True,
                       aliases)
     b, t = fn.b, _reg(nest)
     kept = [d for d in range(len(nest.domain)) if d not in nest.axes]
@@ -363,7 +361,7 @@ def _emit_scan(module, name, nest: ReduceNest, globals_, noalias, aliases=None):
                         writes=frozenset([nest.target]))
 
 
-def _emit_degenerate(module, name, nest: ReduceNest, globals_, noalias, aliases=None):
+def _emit_degenerate(module, name, nest: ReduceNest, globals_, aliases=None):
     """Nothing to reduce over (every target gets the identity) or no reduced axes (copy)."""
     kept_shape = nest.kept_shape
     if not nest.axes:
@@ -376,4 +374,4 @@ def _emit_degenerate(module, name, nest: ReduceNest, globals_, noalias, aliases=
 
             return [Store(nest.target, ix.linear(idx, kept_shape),
                           literal(value, nest.target.dtype))]
-    return emit_map(module, name, MapNest(kept_shape, body), globals_, noalias, aliases)
+    return emit_map(module, name, MapNest(kept_shape, body), globals_, aliases)
