@@ -19,7 +19,6 @@ import os
 from functools import cached_property
 
 from .ir import Graph
-from .memory_plan import plan_memory
 from .run_schedule import run_schedule
 from .schedule import print_schedule, schedule
 
@@ -49,9 +48,9 @@ class Program:
 
     @cached_property
     def plan(self):
-        # Outputs (new parameters, gradients) get buffers of their own: they outlive the
-        # call, so keeping them in the arena would only pin arena space to the end.
-        return plan_memory(self.schedule, outputs_in_arena=False)
+        from .lower.execute import native_memory_plan
+
+        return native_memory_plan(self.schedule)
 
     def _compile(self, cache: bool) -> None:
         from .lower import NativeProgram, can_lower

@@ -142,7 +142,8 @@ def main(seed: int = 0, ir_directory: str = "out/ir") -> None:
     print(f"compiled vs eager: {step_times['eager'] / step_times['compiled']:.1f}x faster "
           f"per step; the first three epochs' losses agree to {drift:.1e} (relative)")
     assert drift < 1e-4, "the compiled training step drifted from the eager one"
-    print(f"the compiled step's IR at every stage: {', '.join(write_ir(steps['compiled'], ir_directory))}")
+    stages = write_ir(steps["compiled"], ir_directory)
+    print(f"the compiled step's IR at every stage: {', '.join(stages)}")
 
     with tempfile.TemporaryDirectory() as directory:
         reloaded = save_and_reload(models["compiled"], directory)

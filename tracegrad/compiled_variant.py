@@ -128,13 +128,19 @@ class Variant:
         """`run`, written out for this variant (see the class docstring)."""
         trace = self.trace
         fresh = trace.program.fresh_outputs()
-        self.results_fresh = fresh[:self.result_count]  # those need no copy (`_fresh`)
-        self.result_dtypes = [v.dtype for v in trace.graph.outputs[:self.result_count]]
         env.update(P=trace.program, refuse=self._refuse, GUARD_FAILED=GUARD_FAILED,
                    guards_hold=self._guards_hold, forget=forget, copyto=np.copyto,
                    wrap=Tensor._wrap, fresh=_fresh, results=self._results, OUT=trace.outputs)
         names = [f"i{k}" for k in range(len(expressions))]
         inputs = f"({''.join(n + ', ' for n in names)})"
+
+        def as_tensor(k: int, dtype) -> str:
+            """Output k as a tensor: copied only if it may be an input's or the program's
+            own (`_fresh`), which the program knows when it is built."""
+            env[f"OD{k}"] = dtype
+            array = f"out[{k}]" if fresh[k] else f"fresh(out[{k}], {inputs})"
+            return f"wrap({array}, OD{k})"
+
         lines = ["def run(args, kwargs):"]
         for j, (container, key, observed) in enumerate(trace.hyperparameter_tests):
             env[f"HT{j}"], env[f"HK{j}"] = container, key
@@ -159,12 +165,12 @@ class Variant:
             if value is None:
                 lines.append(f"    G{j}._grad = None")
                 continue
-            env[f"T{j}"] = value.dtype
-            array = f"out[{position}]" if fresh[position] else f"fresh(out[{position}], {inputs})"
-            lines.append(f"    G{j}._grad = wrap({array}, T{j})")
+            lines.append(f"    G{j}._grad = {as_tensor(position, value.dtype)}")
             position += 1
         if self.result_count:
-            lines.append(f"    return results(out, {inputs}, args, kwargs)")
+            tensors = [as_tensor(k, v.dtype)
+                       for k, v in enumerate(trace.graph.outputs[:self.result_count])]
+            lines.append(f"    return results([{', '.join(tensors)}], out, args, kwargs)")
         else:  # nothing but Python values (or None) comes back
             lines.append("    return OUT")
         exec(compile("\n".join(lines), f"<run of variant {self.index}>", "exec"), env)  # noqa: S102
@@ -190,10 +196,8 @@ class Variant:
                 return False
         return True
 
-    def _results(self, outputs, inputs: tuple, args, kwargs):
-        arrays, saved = outputs[:self.result_count], outputs[self.saved_start:]
-        tensors = [Tensor._wrap(a if new else _fresh(a, inputs), dtype)
-                   for a, new, dtype in zip(arrays, self.results_fresh, self.result_dtypes)]
+    def _results(self, tensors: list, outputs, args, kwargs):
+        saved = outputs[self.saved_start:]
         info = self.outputs
         if info.backward is not None:
             candidates = [get(args, kwargs) for get in self.argument_getters]

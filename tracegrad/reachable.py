@@ -162,9 +162,6 @@ class _Walk:
         state = getattr(obj, "__dict__", None)
         if not isinstance(state, dict):
             return []
-        if "__wrapped__" in state:  # a wrapper (a compiled function): its own attributes
-            # are its machinery (call counts, logs), what it wraps is what may be called
-            return [("__wrapped__", f"{var}.__dict__['__wrapped__']", state["__wrapped__"])]
         keys = _attributes(state)
         return [(k, f"{var}.__dict__[{k!r}]", state[k]) for k in keys]
 
@@ -176,6 +173,8 @@ def _attributes(state: dict) -> list:
                 or isinstance(v, (Tensor, *_VALUES))]
     if "param_groups" in state and "state" in state:  # an optimizer
         return ["param_groups", "state"]
+    if "__wrapped__" in state:  # a wrapper (a compiled function): its own attributes are
+        return ["__wrapped__"]  # its machinery (call counts, logs); it may call what it wraps
     return [k for k in state if not k.startswith("_")]  # private ones are implementation
 
 

@@ -91,13 +91,12 @@ def kernels_for(graph: Graph, use_schedule: bool = True) -> tuple[list, object]:
     if not use_schedule:
         return trivial_kernels(graph), None
     try:
-        from ..memory_plan import plan_memory
         from ..schedule import schedule
     except ImportError:
         return trivial_kernels(graph), None
     try:
         fused = schedule(graph)
-        return kernels_from_schedule(fused), plan_memory(fused, outputs_in_arena=False)
+        return kernels_from_schedule(fused), native_memory_plan(fused)
     except Exception as exc:  # noqa: BLE001 - a scheduler bug must not stop the program
         warnings.warn(f"tracegrad: the scheduler failed ({type(exc).__name__}: {exc}); "
                       f"compiling one kernel per node", RuntimeWarning, stacklevel=3)
@@ -121,11 +120,18 @@ def _identifier(name: str, i: int, nodes: list) -> str:
     return clean if clean and not clean[0].isdigit() else kernel_name(i, nodes)
 
 
+def native_memory_plan(schedule):
+    """The memory plan a native program runs on. Its outputs (new parameters, gradients)
+    get buffers of their own: they outlive the call, so keeping them in the arena would
+    only pin arena space to the end."""
+    from ..memory_plan import plan_memory
+
+    return plan_memory(schedule, outputs_in_arena=False)
+
+
 def _plan_memory_of(schedule):
     try:
-        from ..memory_plan import plan_memory
-
-        return plan_memory(schedule, outputs_in_arena=False)
+        return native_memory_plan(schedule)
     except Exception:  # noqa: BLE001 - without a plan our own planner places everything
         return None
 

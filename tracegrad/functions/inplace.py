@@ -69,8 +69,7 @@ def commit_inplace(target: Tensor, compute, *, name: str | None = None, others=(
     if target._base is not None and (recording or tracer is not None):
         _rebase(target)
     if recording or tracer is not None:
-        _refresh_views(target, recording,
-                       target._data if written is None else target._data[written])
+        _refresh_views(target, recording, written)
     return target
 
 
@@ -121,8 +120,8 @@ def _rebase(view: Tensor) -> None:
         _rebase(base)
 
 
-def _refresh_views(target: Tensor, recording: bool, data) -> None:
-    """After an in-place write of `data` (`target`'s memory, or the part of it written),
+def _refresh_views(target: Tensor, recording: bool, written=None) -> None:
+    """After an in-place write into `target` (at the basic index `written`, or all of it),
     remake the history and trace of every other view of that memory from its base: its
     values changed with the write (PyTorch regenerates a view's grad_fn the same way).
 
@@ -132,11 +131,13 @@ def _refresh_views(target: Tensor, recording: bool, data) -> None:
     >>> v.sum().backward(); x.grad
     tensor([0., 2., 2.])
     """
-    written, root = {id(target)}, target
+    remade, root = {id(target)}, target
     while root._base is not None:
         root = root._base[0]
-        written.add(id(root))
-    _refresh_views_of(root, written, recording, data)
+        remade.add(id(root))
+    if root._views:  # else nothing to remake, and no need to slice out what was written
+        data = target._data if written is None else target._data[written]
+        _refresh_views_of(root, remade, recording, data)
 
 
 def _refresh_views_of(base: Tensor, written: set, recording: bool, data) -> None:

@@ -35,6 +35,8 @@ def _axes(input, dim, op):
 def _check_not_empty(input, dim, op: str) -> None:
     """PyTorch's error for an extremum of no elements: over the whole tensor (`dim` None or
     ()), or along a given `dim` of size 0."""
+    if input._data.size:  # the common case, in one test
+        return
     shape = input.shape
     if dim is None or dim == ():
         if 0 in shape:
