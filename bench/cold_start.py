@@ -5,9 +5,9 @@
 
 For every peer and MLP step, medians of three fresh processes: the time of `import`, of
 the first call (trace, optimise, compile; for tracegrad once with an empty disk cache and
-once more in a new process with the cache the first one left), and the peak resident memory of a process that imports,
-compiles and runs the MNIST step ten times (and apart, that of the largest child process
-it waited for: tracegrad's LLVM compiles run in one).
+once more in a new process with the cache the first one left), and the peak resident
+memory of a process that imports, compiles and runs the MNIST step ten times (and apart,
+that of the largest child process it waited for: tracegrad's LLVM compiles run in one).
 """
 
 from __future__ import annotations
@@ -62,16 +62,16 @@ def measure(peer: str, workload: str, cache_dir: str) -> dict:
 PROCESSES = 3
 
 
-def median_of(peer: str, workload: str, warm: bool) -> dict:
-    """Each figure's median over `PROCESSES` fresh processes, each with a cache directory
-    of its own (`warm`: one a previous process filled)."""
-    runs = []
+def medians(peer: str, workload: str, runs: int) -> list[dict]:
+    """Each figure's median over `PROCESSES` fresh processes: of the first process in a new
+    cache directory, and (`runs` 2) of a second one in the directory the first filled."""
+    samples: list[list[dict]] = [[] for _ in range(runs)]
     for _ in range(PROCESSES):
         with tempfile.TemporaryDirectory() as cache:
-            if warm:
-                measure(peer, workload, cache)  # leaves the compiled programs
-            runs.append(measure(peer, workload, cache))
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            for figures in samples:
+                figures.append(measure(peer, workload, cache))
+    return [{key: statistics.median(run[key] for run in figures) for key in figures[0]}
+            for figures in samples]
 
 
 def installed(peer: str) -> bool:
@@ -85,10 +85,9 @@ def table() -> str:
     for peer in ("tracegrad", "jax"):
         if not installed(peer):
             continue
-        runs = [("", False), *([(" (warm disk cache)", True)] if peer == "tracegrad" else [])]
-        for label, warm in runs:
-            figures = {workload: median_of(peer, workload, warm) for workload in STEPS}
-            small, mnist = figures[STEPS[0]], figures[STEPS[1]]
+        labels = ["", *([" (warm disk cache)"] if peer == "tracegrad" else [])]
+        by_step = [medians(peer, workload, len(labels)) for workload in STEPS]
+        for label, small, mnist in zip(labels, *by_step):
             name = {"tracegrad": "tracegrad compiled", "jax": "JAX jit"}[peer] + label
             rows.append(f"| {name} | {min(small['import'], mnist['import']):.2f} s | "
                         f"{small['first'] * 1e3:.0f} ms | {mnist['first'] * 1e3:.0f} ms | "

@@ -29,3 +29,12 @@ def threads():
     before = threads.num_threads()
     yield threads
     threads.set_num_threads(before)
+
+
+@pytest.fixture
+def runtime_linked():
+    """LLVM set up and the threading runtime linked (it is kept in the process's program
+    cache too): a compile then forks for itself only, and a cache counts programs only."""
+    from tracegrad.runtime import engine
+
+    engine._runtime()

@@ -41,14 +41,12 @@ def inputs(seed: int = 0):
 
 
 @pytest.fixture
-def use_cache(monkeypatch):
+def use_cache(monkeypatch, runtime_linked):
     """`use_cache(directory)` makes the process's program cache a fresh one (nothing in
-    memory) on `directory`, for this test only. The threading runtime, which the engine
-    keeps in that cache too, is linked first, so the cache's counts are the programs'."""
-    from tracegrad.runtime import engine
+    memory) on `directory`, for this test only (its counts are the programs': the
+    threading runtime, kept there too, is linked already)."""
 
     def use(directory) -> ProgramCache:
-        engine._runtime()
         fresh = ProgramCache(directory=directory)
         monkeypatch.setattr(cache_module, "default_cache", lambda: fresh)
         return fresh
@@ -74,9 +72,9 @@ def entries(directory: pathlib.Path) -> list[pathlib.Path]:
 def runtime_entry_key() -> str:
     """The key under which the engine stores the threading runtime's object code."""
     from tracegrad.runtime.cache import cache_key
-    from tracegrad.runtime.engine import Engine, _runtime_ir
+    from tracegrad.runtime.engine import _RUNTIME_OPT_LEVEL, Engine, _runtime_ir
 
-    return cache_key(_runtime_ir(), Engine(0))
+    return cache_key(_runtime_ir(), Engine(_RUNTIME_OPT_LEVEL))
 
 
 def temporaries(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -291,18 +289,19 @@ def test_two_processes_compiling_the_same_function_at_once(tmp_path):
 
 
 BAD_RUNTIME = """
-import ctypes, json, warnings
+import ctypes, json, os, warnings
+from test_cache_faults import runtime_entry_key
 from tracegrad.runtime import cache, engine
 from tracegrad.runtime.llvm_steps import ObjectCode
-key = cache.cache_key(engine._runtime_ir(), engine.Engine(0))
-if {write_bad}:  # intact on disk, but it calls a symbol no process has
-    cache.default_cache()._write(key, ObjectCode((b"not an object",), ("tracegrad_nothing",)))
+if os.environ["WRITE_BAD"] == "1":  # intact on disk, but it calls a symbol no process has
+    cache.default_cache()._write(runtime_entry_key(),
+                                 ObjectCode((b"not an object",), ("tracegrad_nothing",)))
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    native = engine.default_engine().compile_module("define i64 @f() {{\\n  ret i64 7\\n}}",
+    native = engine.default_engine().compile_module("define i64 @f() {\\n  ret i64 7\\n}",
                                                      ["f"])
-print(json.dumps({{"value": native.function("f", ctypes.c_int64, [])(),
-                  "warnings": [str(w.message) for w in caught]}}))
+print(json.dumps({"value": native.function("f", ctypes.c_int64, [])(),
+                  "warnings": [str(w.message) for w in caught]}))
 """
 
 
@@ -311,8 +310,8 @@ def test_a_threading_runtime_entry_that_does_not_link_is_compiled_anew(tmp_path)
     every compile of every process (the next process finds it rewritten)."""
     reports = []
     for write_bad in (True, False):
-        done = run_python(BAD_RUNTIME.format(write_bad=write_bad),
-                          TRACEGRAD_CACHE_DIR=str(tmp_path))
+        done = run_python(BAD_RUNTIME, TRACEGRAD_CACHE_DIR=str(tmp_path),
+                          WRITE_BAD=str(int(write_bad)))
         assert done.returncode == 0, done.stderr
         reports.append(json.loads(done.stdout))
     assert reports[0]["value"] == reports[1]["value"] == 7

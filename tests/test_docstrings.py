@@ -63,7 +63,18 @@ def test_examples_print_what_they_show(entry):
     _run(_doctest(entry))
 
 
-@pytest.mark.parametrize("name", MODULES)
+def _modules_with_examples_of_their_own() -> list:
+    """Every module of the package whose own docstring shows an example."""
+    import pkgutil
+
+    import tracegrad
+
+    return [info.name for info in pkgutil.walk_packages(tracegrad.__path__, "tracegrad.")
+            if ">>>" in (importlib.import_module(info.name).__doc__ or "")]
+
+
+@pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
+@pytest.mark.parametrize("name", sorted({*MODULES, *_modules_with_examples_of_their_own()}))
 def test_module_examples_print_what_they_show(name):
     module = importlib.import_module(name)
     assert module.__doc__ and ">>>" in module.__doc__, f"{name}: no example"

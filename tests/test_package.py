@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from child_process import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -39,11 +40,11 @@ def test_compiler_does_not_know_the_front_end():
 
 
 def test_import_loads_no_llvm_and_no_networkx():
-    code = ("import sys, tracegrad; "
-            "print(sorted(m for m in sys.modules if m.startswith(('llvmlite', 'networkx'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
+    code = ("import sys, tracegrad; print(sorted(m for m in sys.modules if m.startswith("
+            "('llvmlite', 'networkx', 'tracegrad.compiler.lower'))))")
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_one_import_name():

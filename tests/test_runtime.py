@@ -152,6 +152,12 @@ exit:
 """
 
 
+def saxpy_expected(a: float = 2.0, n: int = 1000) -> np.ndarray:
+    """What `saxpy` returns when the compiled function is right."""
+    x = np.linspace(-1, 1, n, dtype=np.float32)
+    return np.float32(a) * x + np.cos(x).astype(np.float32)
+
+
 def saxpy(native, a: float = 2.0, n: int = 1000) -> np.ndarray:
     from tracegrad.runtime.buffers import data_pointer
 
@@ -172,9 +178,7 @@ def engine():
 
 def test_compiled_saxpy_runs_on_numpy_buffers(engine):
     native = engine.compile_module(SAXPY_IR, ["saxpy"])
-    x = np.linspace(-1, 1, 1000, dtype=np.float32)
-    expected = np.float32(2.0) * x + np.cos(x).astype(np.float32)
-    np.testing.assert_array_equal(saxpy(native), expected)
+    np.testing.assert_array_equal(saxpy(native), saxpy_expected())
     assert native.address("saxpy") > 0
 
 

@@ -1,12 +1,12 @@
 """Errors that name the op, the operands' shapes and dtypes, and the user's line.
 
-The first line keeps PyTorch's wording (so code matching PyTorch's messages still works);
-a second line adds where it happened.
+The first line keeps PyTorch's wording (so code matching PyTorch's messages still works,
+and a shape error is a `RuntimeError`, as there); a second line adds where it happened.
 
 >>> import tracegrad as torch
 >>> torch.ones(3) + torch.ones(4)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
-RuntimeError: The size of tensor a (3) must match the size of tensor b (4) at non-singleton dimension 0
+tracegrad...ShapeError: The size of tensor a (3) must match the size of tensor b (4) at ...
   in add of tensors with shapes [3] (float32) and [4] (float32), at ...
 """
 

@@ -17,7 +17,7 @@ which it differs is not trusted.
 >>> import tracegrad as torch
 >>> from tracegrad.tracing import trace
 >>> x = torch.ones(3)
->>> t = trace(lambda x: (x * 2).sum(), (x,))
+>>> t, _ = trace(lambda x: (x * 2).sum(), (x,))
 >>> [node.op for node in t.graph.nodes]
 ['mul', 'sum']
 """
