@@ -536,6 +536,7 @@ def test_a_loop_writing_in_place_vectorises_without_checking_for_overlap(monkeyp
     return (v3,)""")
     rng = np.random.default_rng(5)
     arrays = [rng.standard_normal(v.shape).astype(np.float32) for v in graph.inputs]
+
     def overlap_tested(program) -> bool:  # LLVM's run-time overlap test, by its names
         return any(name in program.optimized_ir for name in ("found.conflict", "diff.check"))
 

@@ -243,12 +243,17 @@ define i64 @twice(i64 %x) {
 """
 
 
-@pytest.mark.parametrize("count", [1, 2])
-def test_modules_of_one_text_call_each_other_linked_or_loaded_together(engine, threads,
-                                                                       monkeypatch, count):
+@pytest.fixture
+def group_per_module(monkeypatch):
+    """Modules of any size get a group of their own, as many as there are threads."""
     from tracegrad.runtime import side_by_side
 
-    monkeypatch.setattr(side_by_side, "GROUP_CHARACTERS", 1)  # a group per module and thread
+    monkeypatch.setattr(side_by_side, "GROUP_CHARACTERS", 1)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_modules_of_one_text_call_each_other_linked_or_loaded_together(
+        engine, threads, group_per_module, count):
     threads.set_num_threads(count)
     code = engine.compile_object(TWO_MODULE_IR)
     assert len(code.parts) == count and code.externals == ()
@@ -258,10 +263,8 @@ def test_modules_of_one_text_call_each_other_linked_or_loaded_together(engine, t
     assert "four_times:" in engine.assembly(TWO_MODULE_IR)
 
 
-def test_modules_compile_in_groups_of_about_the_same_size(engine, threads, monkeypatch):
-    from tracegrad.runtime import side_by_side
-
-    monkeypatch.setattr(side_by_side, "GROUP_CHARACTERS", 1)
+def test_modules_compile_in_one_group_per_thread_into_the_same_code_each_time(
+        engine, threads, group_per_module):
     text = "".join(f'; ModuleID = "m{i}"\n' + SAXPY_IR.replace("@saxpy", f"@saxpy{i}")
                    for i in range(5))
     for count in (1, 2, 4):
@@ -289,11 +292,9 @@ def test_a_bad_module_among_several_raises_compile_error(engine, threads):
 
 @pytest.mark.parametrize("count", [1, 3])  # the two definitions linked, or in two objects
 def test_a_function_defined_in_two_modules_is_an_error_in_one_group_or_two(
-        engine, threads, monkeypatch, count):
-    from tracegrad.runtime import side_by_side
+        engine, threads, group_per_module, count):
     from tracegrad.runtime.engine import CompileError
 
-    monkeypatch.setattr(side_by_side, "GROUP_CHARACTERS", 1)
     threads.set_num_threads(count)
     twice_again = TWO_MODULE_IR + TWO_MODULE_IR[TWO_MODULE_IR.index('; ModuleID = "callee"'):]
     with pytest.raises(CompileError, match="multiply defined"):
@@ -690,4 +691,3 @@ def test_importing_the_runtime_loads_no_llvm():
     done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
-

@@ -67,7 +67,7 @@ def test_the_key_changes_with_the_compiler_and_the_matmul_backend(monkeypatch):
     assert program_key(graph(), True, engine()) is None  # unknown sources: never stored
 
 
-def test_arrays_are_digested_by_their_bytes_dtype_and_shape():
+def test_arrays_are_digested_by_their_bytes():
     def constant(array):
         return parse_graph("def g(x0: f32[4]):\n"
                            f"    v0 = constant(array({array.tolist()!r}, dtype=f32))\n"
