@@ -675,6 +675,39 @@ def test_arena_pool_reuses_one_arena_per_concurrent_caller():
         assert again in (first, second)
 
 
+def test_data_pointer_reads_the_array_object():
+    from tracegrad.runtime.buffers import data_pointer
+
+    base = np.arange(100, dtype=np.float64)
+    for array in (base, base[3:], base[::2], base.reshape(10, 10).T, np.zeros(0)):
+        assert data_pointer(array) == array.ctypes.data
+
+
+@pytest.mark.parametrize("offsets", [[0, 16, 32], [4080, 0, 16], [100, 1200, 2300, 3400],
+                                     [64], [0, 512, 1024, 1536, 2048, 2560, 3072]])
+def test_outputs_go_just_behind_every_input_in_the_page(offsets):
+    from tracegrad.runtime import buffers
+
+    page = buffers.PAGE
+
+    def at(offset):  # a float32 array starting `offset` bytes into a page
+        raw = np.empty(8 * page, np.uint8)
+        start = (offset - buffers.data_pointer(raw)) % page
+        return raw[start:start + 4 * page].view(np.float32)
+
+    inputs = [at(o) for o in offsets]
+    behind = buffers.offset_behind(inputs)
+    outputs = [buffers.empty_behind((8, 256), np.float32, behind, rank) for rank in range(3)]
+    starts = [buffers.data_pointer(out) for out in outputs]
+    for out, start in zip(outputs, starts):
+        assert out.shape == (8, 256) and out.dtype == np.float32 and out.flags.c_contiguous
+        assert start % buffers.ALIGNMENT == 0
+        for array in inputs:  # never a little ahead of an input: 4K aliasing
+            ahead = (buffers.data_pointer(array) - start) % page
+            assert buffers.ALIGNMENT <= ahead <= page - buffers.SHADOW
+    assert len({start % page for start in starts}) == 3  # in other cache sets, too
+
+
 # --- layering ---------------------------------------------------------------------------
 
 def test_runtime_imports_nothing_of_the_front_end_or_compiler():

@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from ...runtime.buffers import PAGE, empty_behind, offset_behind
 from ..interpret import _checked_input
 from ..ir import Graph, Value
 from ..ops import PRIMITIVES
@@ -35,6 +36,9 @@ from .stored_program import Binding, program_key
 from .views import IndexPlan
 
 _build_lock = threading.Lock()  # the expression and index tables are process-wide
+# Outputs this large are placed in their pages (`runtime.buffers.empty_behind`): that costs
+# a few microseconds a call, less than a loop over a quarter MiB takes.
+PLACED_OUTPUT_BYTES = 1 << 18
 
 
 class NotLowerable(RuntimeError):
@@ -285,9 +289,18 @@ class NativeProgram:
         lines += ["    try:", "        state = states.pop()", "    except IndexError:",
                   "        state = new_state()", "    try:", "        table = state[0]"]
         lines += [f"        table[{i}] = id(a{i})" for i in range(n)]
+        streamed = [f"a{i}" for i, (shape, dtype) in enumerate(self._inputs)
+                    if _nbytes(shape, dtype) >= PAGE]
+        placed = [k for k, (_, shape, dtype) in enumerate(self._outputs)
+                  if streamed and _nbytes(shape, dtype) >= PLACED_OUTPUT_BYTES]
+        if placed:  # see `runtime.buffers`: large outputs go behind the inputs in the page
+            env["offset_behind"], env["empty_behind"] = offset_behind, empty_behind
+            lines.append(f"        behind = offset_behind(({''.join(a + ', ' for a in streamed)}))")
         for k, (slot, shape, dtype) in enumerate(self._outputs):
             env[f"O{k}"], env[f"E{k}"] = shape, np.dtype(dtype)
-            lines += [f"        o{k} = empty(O{k}, E{k})", f"        table[{slot}] = id(o{k})"]
+            made = (f"empty_behind(O{k}, E{k}, behind, {placed.index(k)})" if k in placed
+                    else f"empty(O{k}, E{k})")
+            lines += [f"        o{k} = {made}", f"        table[{slot}] = id(o{k})"]
         lines += ["        call(state[1])", "    finally:", "        states.append(state)"]
         results = []
         for j, (kind, what) in enumerate(self._results):
@@ -310,6 +323,10 @@ class NativeProgram:
         from ..ir import IRError
 
         raise IRError(f"{self.graph.name} takes {len(self._inputs)} inputs, got {len(arrays)}")
+
+
+def _nbytes(shape: tuple, dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
 def _binding(graph: Graph, plan, emitted) -> Binding:

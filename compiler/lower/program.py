@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from llvmlite import ir
 
-from ...runtime.once import once
+from ...runtime.buffers import data_pointer_offset
 from ...runtime.threads import PARALLEL_FOR
 from .expr import Buffer
 from .llvm_types import I8, I64, MEMORY, PTR, VOID
@@ -40,22 +40,6 @@ from .row_groups import group_rows
 
 ENTRY = "program"
 ALIGNMENT = 64
-
-
-@once
-def data_pointer_offset() -> int:
-    """Where a NumPy array object keeps its data pointer (`PyArray_DATA`): found by
-    looking, once, in a live array's object memory, so no ABI detail is hard-coded."""
-    import ctypes
-
-    import numpy as np
-
-    probe = np.zeros(3)
-    words = np.frombuffer(ctypes.string_at(id(probe), 128), dtype=np.uintp)
-    hits = np.flatnonzero(words == probe.ctypes.data)
-    if not len(hits):
-        raise RuntimeError("cannot find the data pointer in a NumPy array object")
-    return int(hits[0]) * words.itemsize
 
 
 @dataclass

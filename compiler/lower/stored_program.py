@@ -66,8 +66,8 @@ def compiler_fingerprint() -> str | None:
 
 def program_key(graph, fuse: bool, engine) -> str | None:
     """The key a program for `graph` is stored under, or None if it cannot be stored."""
+    from ...runtime.buffers import data_pointer_offset
     from ...runtime.cache import cache_key
-    from .program import data_pointer_offset
 
     fingerprint = compiler_fingerprint()
     if fingerprint is None:
