@@ -21,9 +21,9 @@ against the earlier stores still in flight by the low 12 bits of their addresses
 a loop's output runs a little ahead of one of its inputs in those bits, every load of
 that input waits on a store it does not depend on ("4K aliasing"). NumPy's heap puts
 arrays allocated one after another 16 bytes apart in their pages, so an output made
-after its inputs lands just there: the gelu step's loop took 1.8 times as long with its
-outputs 16-192 bytes ahead of its inputs as with them 64 bytes behind, or 400 ahead
-(measured with `TRACEGRAD_NUM_THREADS=1` on data in L2). A program therefore makes its
+after its inputs lands just there: the gelu step's loop took up to 1.8 times as long
+with its outputs 16-192 bytes ahead of its inputs (worst at 48-64) as with them anywhere
+behind, or 384 or more ahead (measured with `TRACEGRAD_NUM_THREADS=1` on data in L2). A program therefore makes its
 large outputs with `empty_behind`, 64-byte aligned and just behind the page offsets of
 the arrays it reads (`offset_behind`).
 
@@ -59,6 +59,7 @@ def aligned_bytes(nbytes: int, alignment: int = ALIGNMENT) -> np.ndarray:
 PAGE = 4096  # the low address bits a load is first matched on against earlier stores
 SHADOW = 512  # how far ahead of a load, in those bits, a store may stall it (measured: 384
 # bytes ahead no longer did)
+SPREAD = 8  # placed outputs take this many consecutive cache lines of a page, at most
 
 
 @once
@@ -87,8 +88,9 @@ def offset_behind(arrays) -> int:
 
     Past the widest gap between the arrays' offsets (going round the page) comes the
     array that starts the others: the outputs go just behind it, so the others lie
-    ahead of them by less than a page minus that gap. With seven arrays or fewer that
-    gap is wider than ``SHADOW`` plus the outputs' own spread."""
+    ahead of them by less than a page minus that gap. No array is then within
+    ``SHADOW`` ahead of an output while the gap is wider than ``SHADOW`` plus the
+    outputs' own spread: always, for up to five arrays and three outputs."""
     offsets = sorted(data_pointer(a) % PAGE for a in arrays)
     if not offsets:
         return 0
@@ -99,12 +101,13 @@ def offset_behind(arrays) -> int:
 
 def empty_behind(shape: tuple[int, ...], dtype, offset: int, rank: int) -> np.ndarray:
     """``np.empty(shape, dtype)`` whose data starts ``rank`` cache lines behind ``offset``
-    within its page: a program's ``rank``-th large output (they differ in their cache
-    sets, too). It is a view of a block one page larger."""
+    within its page: a program's ``rank``-th large output (the first ``SPREAD`` differ in
+    their cache sets too; later ones share, rather than reach round the page to just
+    ahead of the inputs). It is a view of a block one page larger."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     raw = np.empty(nbytes + PAGE, dtype=np.uint8)
-    start = (offset - rank * ALIGNMENT - data_pointer(raw)) % PAGE
+    start = (offset - rank % SPREAD * ALIGNMENT - data_pointer(raw)) % PAGE
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 

@@ -706,6 +706,11 @@ def test_outputs_go_just_behind_every_input_in_the_page(offsets):
             ahead = (buffers.data_pointer(array) - start) % page
             assert buffers.ALIGNMENT <= ahead <= page - buffers.SHADOW
     assert len({start % page for start in starts}) == 3  # in other cache sets, too
+    many = [buffers.empty_behind((16,), np.float32, behind, rank) for rank in range(40)]
+    for out in many:  # later outputs share lines: none reaches round to just ahead
+        for array in inputs:
+            ahead = (buffers.data_pointer(array) - buffers.data_pointer(out)) % page
+            assert buffers.ALIGNMENT <= ahead <= page - buffers.SHADOW
 
 
 # --- layering ---------------------------------------------------------------------------
