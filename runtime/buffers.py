@@ -36,6 +36,7 @@ True
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +77,11 @@ def data_pointer_offset() -> int:
     return int(hits[0]) * words.itemsize
 
 
+def nbytes(shape: tuple[int, ...], dtype) -> int:
+    """The bytes of a C-contiguous array of ``shape`` and ``dtype``."""
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
 def data_pointer(array: np.ndarray) -> int:
     """The address of ``array``'s first element, for a ctypes ``c_void_p`` argument: read
     from the array object (0.25 us; ``array.ctypes.data`` takes 2)."""
@@ -104,11 +110,10 @@ def empty_behind(shape: tuple[int, ...], dtype, offset: int, rank: int) -> np.nd
     within its page: a program's ``rank``-th large output (the first ``SPREAD`` differ in
     their cache sets too; later ones share, rather than reach round the page to just
     ahead of the inputs). It is a view of a block one page larger."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + PAGE, dtype=np.uint8)
+    size = nbytes(shape, dtype)
+    raw = np.empty(size + PAGE, dtype=np.uint8)
     start = (offset - rank % SPREAD * ALIGNMENT - data_pointer(raw)) % PAGE
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    return raw[start:start + size].view(dtype).reshape(shape)
 
 
 class Arena:
@@ -126,7 +131,7 @@ class Arena:
     def view(self, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
         """A C-contiguous array of ``dtype`` and ``shape`` that starts at ``offset``."""
         dtype = np.dtype(dtype)
-        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        size = nbytes(shape, dtype)
         if offset < 0 or offset + size > self.nbytes:
             raise ValueError(f"view of {size} bytes at offset {offset} does not fit in an "
                              f"arena of {self.nbytes} bytes")

@@ -4,7 +4,7 @@ Optimising and emitting a program touches tens of megabytes of LLVM's code and h
 running it never needs, and a process keeps its peak memory for life: the MNIST step's
 process peaked at 150 MB compiling in place and at 121 MB with the compile in a child.
 So `in_child(work, *arguments)` forks, runs `work(*arguments)` in the child, and takes
-back its result (built-in types only, pickled through a pipe); the caller then only
+back its result (pickled through a pipe); the caller then only
 loads the object code (MCJIT). A crash inside LLVM now ends the child, not the user's
 process: the program that caused it gets `ChildDied`.
 

@@ -173,8 +173,8 @@ def _runtime() -> NativeModule:
     cache like a program's, so a process that finds its programs there compiles nothing;
     otherwise it is compiled (alone, or with the first program, see
     `_compile_in_a_child`)."""
-    if not _runtime_module and not _link_stored_runtime(_runtime_ir()):
-        _compile_in_a_child([])
+    if not _runtime_module:
+        _compile_in_a_child([])  # links it from the disk cache if it is there
     return _runtime_module[0]
 
 
@@ -223,8 +223,10 @@ def _compile_in_a_child(requests: list[tuple[str, int]]) -> list[ObjectCode]:
     with_runtime = runtime_ir is not None and not _link_stored_runtime(runtime_ir)
     if with_runtime:
         requests = [*requests, (runtime_ir, _RUNTIME_OPT_LEVEL)]
+    if not requests:  # the runtime was on disk, and nothing else asked for
+        return []
     try:
-        compiled = compile_child.in_child(_compile_requests, requests, threads.num_threads())
+        objects = compile_child.in_child(compile_side_by_side, requests, threads.num_threads())
     except compile_child.ChildError as error:
         if error.kind == CompileError.__name__:
             raise CompileError(str(error)) from None
@@ -232,7 +234,6 @@ def _compile_in_a_child(requests: list[tuple[str, int]]) -> list[ObjectCode]:
                            f"{error.child_traceback}") from None
     except compile_child.ChildDied as died:
         raise CompileError(f"{died} while compiling this program") from None
-    objects = [ObjectCode(tuple(parts), tuple(externals)) for parts, externals in compiled]
     if with_runtime:
         runtime = objects.pop()
         _link_runtime(runtime)
@@ -240,12 +241,6 @@ def _compile_in_a_child(requests: list[tuple[str, int]]) -> list[ObjectCode]:
 
         default_cache().store_object(runtime_ir, Engine(_RUNTIME_OPT_LEVEL), runtime)
     return objects
-
-
-def _compile_requests(requests: list, thread_count: int) -> list:
-    """What the child computes: per request, its objects and externals as built-ins."""
-    return [(list(code.parts), list(code.externals))
-            for code in compile_side_by_side(requests, thread_count)]
 
 
 @once

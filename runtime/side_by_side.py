@@ -18,7 +18,6 @@ import threading
 
 import llvmlite.binding as llvm
 
-from . import threads
 from .llvm_steps import (
     CompileError,
     ObjectCode,
@@ -31,11 +30,10 @@ from .llvm_steps import (
 
 
 def compile_side_by_side(requests: list[tuple[str, int]],
-                         thread_count: int | None = None) -> list[ObjectCode]:
+                         thread_count: int) -> list[ObjectCode]:
     """The object code per ``(ir_text, opt_level)``: the modules of each text linked into
-    groups (`balanced_groups`), and all groups compiled on up to ``thread_count`` threads
-    (default ``TRACEGRAD_NUM_THREADS``), the largest first."""
-    thread_count = thread_count or threads.num_threads()
+    groups (`balanced_groups`), and all groups compiled on up to ``thread_count`` threads,
+    the largest first."""
     jobs = [(group, opt_level, r) for r, (ir_text, opt_level) in enumerate(requests)
             for group in balanced_groups(split_modules(ir_text), thread_count)]
     order = sorted(range(len(jobs)), key=lambda j: -sum(map(len, jobs[j][0])))

@@ -43,7 +43,7 @@ def test_a_child_that_exits_without_answering_is_reported():
 
 def test_a_crash_inside_a_compile_is_a_compile_error(monkeypatch, runtime_linked):
     """The child inherits the patched module: its 'LLVM' crashes, the caller lives on."""
-    monkeypatch.setattr(engine, "_compile_requests",
+    monkeypatch.setattr(engine, "compile_side_by_side",
                         lambda requests, threads: crash(signal.SIGSEGV))
     with pytest.raises(CompileError, match="killed by signal 11 .SIGSEGV. while compiling"):
         Engine().compile_object(SAXPY_IR.replace("@saxpy", "@saxpy_crash"))
@@ -57,7 +57,7 @@ def test_an_unexpected_error_in_the_child_keeps_its_type_and_traceback(monkeypat
     def broken(requests, threads):
         raise ValueError("a bug in the compiler")
 
-    monkeypatch.setattr(engine, "_compile_requests", broken)
+    monkeypatch.setattr(engine, "compile_side_by_side", broken)
     with pytest.raises(CompileError, match="(?s)ValueError in the compile child: a bug in the "
                                                "compiler\nTraceback .*in broken"):
         Engine().compile_object(SAXPY_IR.replace("@saxpy", "@saxpy_bug"))

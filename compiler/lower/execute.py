@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from ...runtime.buffers import PAGE, empty_behind, offset_behind
+from ...runtime.buffers import PAGE, empty_behind, nbytes, offset_behind
 from ..interpret import _checked_input
 from ..ir import Graph, Value
 from ..ops import PRIMITIVES
@@ -290,9 +290,9 @@ class NativeProgram:
                   "        state = new_state()", "    try:", "        table = state[0]"]
         lines += [f"        table[{i}] = id(a{i})" for i in range(n)]
         streamed = [f"a{i}" for i, (shape, dtype) in enumerate(self._inputs)
-                    if _nbytes(shape, dtype) >= PAGE]
+                    if nbytes(shape, dtype) >= PAGE]
         placed = [k for k, (_, shape, dtype) in enumerate(self._outputs)
-                  if streamed and _nbytes(shape, dtype) >= PLACED_OUTPUT_BYTES]
+                  if streamed and nbytes(shape, dtype) >= PLACED_OUTPUT_BYTES]
         if placed:  # see `runtime.buffers`: large outputs go behind the inputs in the page
             env["offset_behind"], env["empty_behind"] = offset_behind, empty_behind
             lines.append(f"        behind = offset_behind(({''.join(a + ', ' for a in streamed)}))")
@@ -323,10 +323,6 @@ class NativeProgram:
         from ..ir import IRError
 
         raise IRError(f"{self.graph.name} takes {len(self._inputs)} inputs, got {len(arrays)}")
-
-
-def _nbytes(shape: tuple, dtype) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
 def _binding(graph: Graph, plan, emitted) -> Binding:

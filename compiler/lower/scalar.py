@@ -127,7 +127,7 @@ def _erf_of_scaled(b, x):
 
 def _gelu(b, x, approximate):
     if approximate == "tanh":
-        _, r, a = _tanh_gelu_terms(b, x)
+        _, r, a = _tanh_gelu_terms(b, x, mathlib.mul(b, x, x))
         return mul(b, x, mathlib.mul(b, r, a))
     half_x = mul(b, like(x, 0.5), x)
     return mul(b, half_x, add(b, like(x, 1.0), _erf_of_scaled(b, x)))
@@ -135,9 +135,9 @@ def _gelu(b, x, approximate):
 
 def _gelu_slope(b, x, approximate):
     if approximate == "tanh":  # d/dx x σ = σ + x 2u' σ (1 - σ), with σ (1 - σ) = e r²
-        e, r, a = _tanh_gelu_terms(b, x)
-        x_du2 = mathlib.mul(b, x, _fma(b, mathlib.mul(b, x, x), 6 * GELU_A * GELU_C,
-                                       2 * GELU_C))
+        x2 = mathlib.mul(b, x, x)
+        e, r, a = _tanh_gelu_terms(b, x, x2)
+        x_du2 = mathlib.mul(b, x, _fma(b, x2, 6 * GELU_A * GELU_C, 2 * GELU_C))
         spread = mathlib.mul(b, mathlib.mul(b, mathlib.mul(b, e, x_du2), r), r)
         return mathlib.add(b, spread, mathlib.mul(b, r, a))
     cdf = mul(b, like(x, 0.5), add(b, like(x, 1.0), _erf_of_scaled(b, x)))
@@ -145,9 +145,9 @@ def _gelu_slope(b, x, approximate):
     return add(b, cdf, mul(b, mul(b, x, like(x, INV_SQRT_2PI)), density))
 
 
-def _tanh_gelu_terms(b, x):
-    """For the tanh approximation's u = C (x + A x³): e = exp(-2|u|), r = 1 / (1 + e) and
-    a = 1 or e, such that σ(2u) = r a.
+def _tanh_gelu_terms(b, x, x2):
+    """For the tanh approximation's u = C (x + A x³), given x2 = x²: e = exp(-2|u|),
+    r = 1 / (1 + e) and a = 1 or e, such that σ(2u) = r a.
 
     The reference's (1 + tanh u) / 2 is σ(2u): one exp of -2|u| (which never overflows)
     and one division, where tanh would need a polynomial as well, and no cancellation
@@ -161,7 +161,6 @@ def _tanh_gelu_terms(b, x):
     instructions (32 with a select of σ and 1 - σ and Cody-Waite's exp) on a dependency
     chain a fifth shorter, which is what bounds this loop: the same accuracy in 15-20%
     less time per element, data in cache (0.73 -> 0.61 ns on one core of this machine)."""
-    x2 = mathlib.mul(b, x, x)
     to_base_2 = -2 * GELU_C * mathlib.LOG2E
     t = mathlib.mul(b, call1(b, "fabs", x), _fma(b, x2, GELU_A * to_base_2, to_base_2))
     e = mathlib.exp2_nonpositive(b, t)
