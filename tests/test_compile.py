@@ -2,6 +2,7 @@
 
 import copy
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -123,6 +124,32 @@ def test_training_step_matches_eager_over_steps(make_optimizer):
     assert compiled_step.fallback_reason is None
     assert len(compiled_step.variants) == 1
     check_graphs(compiled_step)
+
+
+def test_written_back_parameters_stay_shared_with_whoever_holds_their_memory():
+    """A parameter whose array nobody else holds takes the program's new array (no
+    copy); one whose array is held (`.numpy()`, a `detach()`ed tensor, a NumPy view) is
+    written in place, so every holder sees each update, as in eager PyTorch."""
+    eager_model, compiled_model = make_model(), make_model()
+    eager_step = make_step(eager_model, torch.optim.SGD(eager_model.parameters(), lr=0.1))
+    compiled_step = torch.compile(
+        make_step(compiled_model, torch.optim.SGD(compiled_model.parameters(), lr=0.1)))
+    first, last = compiled_model[0], compiled_model[2]
+    held = first.weight.detach().numpy()  # the very array
+    alias = first.bias.detach()  # another tensor on the same memory
+    column = last.weight.detach().numpy()[:, 0]  # a view: it holds the array
+    for i in range(4):
+        unheld = weakref.ref(last.bias.detach().numpy())  # a weak reference holds nothing
+        x, y = batch(i)
+        assert_close(compiled_step(x, y), eager_step(x, y))
+        for p, q in zip(compiled_model.parameters(), eager_model.parameters()):
+            assert_close(p, q)
+        assert held is first.weight.detach().numpy()
+        np.testing.assert_array_equal(alias.numpy(), first.bias.detach().numpy())
+        np.testing.assert_array_equal(column, last.weight.detach().numpy()[:, 0])
+        if i:  # the first call traces (and writes in place); later ones run the program
+            assert unheld() is None  # nobody held that array: the program's took its place
+    assert len(compiled_step.variants) == 1 and compiled_step.fallback_reason is None
 
 
 def test_weight_decay_switched_on_takes_the_other_branch():

@@ -329,6 +329,17 @@ def test_a_programs_large_outputs_are_placed_behind_its_inputs(cache):
     assert exps.base is None  # small outputs: plain np.empty
 
 
+def test_only_an_output_no_other_output_shares_is_fresh(cache):
+    graph = parse_graph("def f(x0: f32[4]):\n    v0 = exp(x0)\n    v1 = neg(x0)\n"
+                        "    return (v0, v1, v0, x0)")
+    program = native(graph, cache)
+    x = np.arange(4, dtype=np.float32)
+    first, negated, again, same = program.run(x)
+    np.testing.assert_array_equal(negated, -x)
+    assert first is again and same is x
+    assert program.fresh_outputs() == [False, True, False, False]
+
+
 # --- threads, vectors --------------------------------------------------------------------
 
 THREADED = {
@@ -428,6 +439,34 @@ def test_small_products_run_on_one_blas_thread_and_restore_the_count(cache):
         y = np.random.default_rng(1).standard_normal((k, n)).astype(np.float32)
         np.testing.assert_allclose(program.run(x, y)[0], x @ y, rtol=1e-4, atol=1e-4)
         assert matmul.blas_threads() == before
+
+
+def test_blas_thread_count_is_set_only_where_it_changes_between_kernels(cache):
+    from tracegrad.compiler.lower import matmul
+
+    blas = matmul.find_blas()
+    if blas is None or blas.threads is None:
+        pytest.skip("no OpenBLAS with a thread count to set")
+    # a chain of small (2^21 multiply-adds), large (2^23) and small products: one thread
+    # from the first kernel on, the caller's count for the large one, one thread again,
+    # and the caller's count back at the end
+    graph = parse_graph("def f(x0: f32[32,256], x1: f32[256,256], x2: f32[1024,32], "
+                        "x3: f32[256,8]):\n"
+                        "    v0 = matmul(x0, x1)\n    v1 = matmul(x2, v0)\n"
+                        "    v2 = matmul(v1, x3)\n    return (v2,)")
+    program = native(graph, cache)
+    entry = program.ir.split('define void @"program"')[1].split("\n}")[0]
+    calls = [line.split("@")[1].split("(")[0].strip('"') for line in entry.splitlines()
+             if "call " in line and "_num_threads" in line]
+    get, set_ = blas.threads[1], blas.threads[0]
+    assert calls == [get, set_, set_, set_, set_], entry
+    before = matmul.blas_threads()
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(shape).astype(np.float32) / 16
+              for shape in ((32, 256), (256, 256), (1024, 32), (256, 8))]
+    np.testing.assert_allclose(program.run(*arrays)[0], run_graph(graph, *arrays)[0],
+                               rtol=1e-4, atol=1e-6)
+    assert matmul.blas_threads() == before
 
 
 def test_matmul_throughput_is_reported(cache, capsys):

@@ -9,6 +9,8 @@ saves what the backward needs and a backward that `loss.backward()` runs later.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import tracing
@@ -154,11 +156,27 @@ class Variant:
                   "        return refuse(exc)"]
         if trace.guards:
             lines += ["    if not guards_hold(out):", "        return GUARD_FAILED"]
+        env["refcount"] = sys.getrefcount
         for j, (tensor, _) in enumerate(trace.writes):
             env[f"W{j}"] = tensor
-            lines += [f"    forget(W{j}._data)",
-                      f"    copyto(W{j}._data, out[{self.result_count + j}], casting='unsafe')",
-                      f"    W{j}._version[0] += 1"]
+            k = self.result_count + j
+            copy = f"copyto(W{j}._data, out[{k}], casting='unsafe')"
+            lines.append(f"    forget(W{j}._data)")
+            if self._may_take_over(k, tensor, fresh):
+                # The tensor takes the program's new array instead of a copy of it when
+                # nothing else holds its array: no view of it (a view holds it), no
+                # `.numpy()` of it, no other tensor on it (the attribute, this call's
+                # inputs and `refcount`'s argument are the references counted), and it
+                # owns its memory. The tensor, its values and its version are what a copy
+                # leaves; only the address changes, and nobody holds the old array.
+                held = 2 + sum(source is tensor for source in self._direct_sources())
+                lines += [f"    if refcount(W{j}._data) == {held} and W{j}._data.base is None:",
+                          f"        W{j}._data = out[{k}]",
+                          "    else:",
+                          f"        {copy}"]
+            else:
+                lines.append(f"    {copy}")
+            lines.append(f"    W{j}._version[0] += 1")
         position = self.result_count + len(trace.writes)
         for j, (tensor, value) in enumerate(trace.grad_writes):
             env[f"G{j}"] = tensor
@@ -175,6 +193,24 @@ class Variant:
             lines.append("    return OUT")
         exec(compile("\n".join(lines), f"<run of variant {self.index}>", "exec"), env)  # noqa: S102
         return env["run"]
+
+    def _may_take_over(self, k: int, tensor, fresh: list) -> bool:
+        """Whether output `k`, written back to `tensor`, may become its array: a new
+        array of each call that no other output shares, of the tensor's dtype and shape
+        (the guards keep those)."""
+        value = self.graph.outputs[k]
+        data = tensor._data
+        return (fresh[k] and np.dtype(value.dtype.numpy) == data.dtype
+                and tuple(value.shape) == data.shape and data.flags.c_contiguous)
+
+    def _direct_sources(self) -> list:
+        """Per graph input, the tensor whose very array a call passes in (None when it
+        is read otherwise: a `.grad`, a random draw, a hyperparameter)."""
+        trace = self.trace
+        direct = {value: tensor for tensor, value in trace.arguments}
+        direct.update((value, tensor) for ((tensor, value), owner)
+                      in zip(trace.captured, self.grad_owner) if owner is None)
+        return [direct.get(value) for value in self.graph.inputs]
 
     def _refuse(self, exc: Exception):
         # nothing is written; tracing anew runs eagerly (and is logged)

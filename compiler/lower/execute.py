@@ -239,8 +239,10 @@ class NativeProgram:
         self.run = self._runner()  # run(*arrays): the graph's outputs (see `_runner`)
 
     def fresh_outputs(self) -> list:
-        """Per graph output: whether `run` always returns a new array no one else holds."""
-        return [kind == "out" for kind, _ in self._results]
+        """Per graph output: whether `run` always returns a new array no one else holds
+        (not an input, a constant, or an array that is another output as well)."""
+        slots = [k for kind, k in self._results if kind == "out"]
+        return [kind == "out" and slots.count(k) == 1 for kind, k in self._results]
 
     def _new_state(self):
         """A buffer table with the arena and large constants filled in (they never move)."""

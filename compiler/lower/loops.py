@@ -51,6 +51,7 @@ class LoopFunction:
     work: float = 0.0  # estimated single-thread time, ns
     outer: ix.Var | None = None  # the outermost counter, when `offsets` covers every access
     writes: frozenset | None = None  # the buffers it stores to (None: any of its buffers)
+    largest_product: int = 0  # multiply-adds of its largest BLAS product (0: it calls none)
 
 
 # --- loop skeletons ------------------------------------------------------------------------
@@ -272,7 +273,9 @@ def emit_map(module, name: str, nest: MapNest, globals_: dict,
     return [LoopFunction(fn.function, fn.buffers, sizes[0],
                          _grain(work, sizes[0], nest.sequential), _offsets_by_buffer(actions),
                          work, variables[0] if plain else None,
-                         frozenset(a.buffer if isinstance(a, Store) else a.c for a in actions))]
+                         frozenset(a.buffer if isinstance(a, Store) else a.c for a in actions),
+                         max((a.m * a.n * a.k for a in actions if isinstance(a, GemmCall)),
+                             default=0))]
 
 
 def _offsets_by_buffer(actions) -> dict:

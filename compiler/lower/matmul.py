@@ -54,8 +54,10 @@ class Blas:
 # microseconds then takes milliseconds (measured: a 64-128-128-10 MLP step, 71 us with
 # one BLAS thread, 1.2-1.9 ms with two, while another process ran). Products smaller than
 # this run on one thread; the larger ones, where threads pay (an MNIST step's: 5.1 ms on
-# one, 3.2 ms on two), keep OpenBLAS's count, which the program reads before each small
-# product and puts back after it.
+# one, 3.2 ms on two), keep OpenBLAS's count, which the program reads before the first
+# kernel of small products, and puts back before a kernel of larger ones and at its end
+# (`BlasThreads`). A kernel has at most one product (`compiler/fuse.py`), or a batch of
+# them of one size; one of mixed sizes would get the count its largest product wants.
 SINGLE_THREAD_BELOW = 1 << 22  # multiply-adds (m * n * k) of one product
 
 _CANDIDATES = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 64),
@@ -117,19 +119,54 @@ def emit_gemm_call(b: ir.IRBuilder, emitter, call: GemmCall) -> None:
     c = emitter.address(call.c, call.c_offset)
     i32 = lambda v: ir.Constant(I32, v)
     n = lambda v: ir.Constant(it, v)
-    single = blas.threads and call.m * call.n * call.k < SINGLE_THREAD_BELOW
-    if not single:  # OpenBLAS's threads will want the cores our idle workers spin on
+    if not one_thread_for(call.m * call.n * call.k):
+        # OpenBLAS's threads will want the cores our idle workers spin on
         b.call(_declare(b.module, POOL_REST, ir.FunctionType(VOID, [])), [])
-    if single:
-        set_threads = _declare(b.module, blas.threads[0], ir.FunctionType(VOID, [I32]))
-        count = b.call(_declare(b.module, blas.threads[1], ir.FunctionType(I32, [])), [])
-        b.call(set_threads, [i32(1)])
     b.call(fn, [i32(ROW_MAJOR), i32(TRANS if call.a_trans else NO_TRANS),
                 i32(TRANS if call.b_trans else NO_TRANS), n(call.m), n(call.n), n(call.k),
                 constant(ft, 1.0), a, n(call.lda), bb, n(call.ldb), constant(ft, 0.0), c,
                 n(call.n)])
-    if single:
-        b.call(set_threads, [count])
+
+
+def one_thread_for(macs: int) -> bool:
+    """Whether a product of `macs` multiply-adds is to run on one of OpenBLAS's threads
+    (see `SINGLE_THREAD_BELOW`; `BlasThreads` tells OpenBLAS so)."""
+    blas = find_blas()
+    return blas is not None and blas.threads is not None and 0 < macs < SINGLE_THREAD_BELOW
+
+
+class BlasThreads:
+    """Emits, in a program's entry point, OpenBLAS's thread count for each kernel: one
+    thread for a kernel whose products are small (`one_thread_for`), the caller's count
+    for the others. Setting it costs ~0.3 us, a tenth of a small product, so it is set
+    only where it changes from one kernel to the next, and put back at the end."""
+
+    def __init__(self, b: ir.IRBuilder):
+        self.b = b
+        self.callers = None  # the count the caller had, once read
+        self.one = False  # whether OpenBLAS is on one thread now
+
+    def before_kernel(self, largest_product: int) -> None:
+        if not largest_product:
+            return  # the kernel calls no BLAS
+        one = one_thread_for(largest_product)
+        if one and not self.one:
+            if self.callers is None:
+                getter = find_blas().threads[1]
+                self.callers = self.b.call(
+                    _declare(self.b.module, getter, ir.FunctionType(I32, [])), [])
+            self._set(ir.Constant(I32, 1))
+        elif self.one and not one:
+            self._set(self.callers)
+        self.one = one
+
+    def finish(self) -> None:
+        if self.one:
+            self._set(self.callers)
+
+    def _set(self, count) -> None:
+        setter = find_blas().threads[0]
+        self.b.call(_declare(self.b.module, setter, ir.FunctionType(VOID, [I32])), [count])
 
 
 def _declare(module, name: str, fnty):

@@ -33,6 +33,7 @@ from ...runtime.threads import PARALLEL_FOR
 from .expr import Buffer
 from .llvm_types import I8, I64, MEMORY, PTR, VOID
 from .loops import emit_map
+from .matmul import BlasThreads
 from .nests import MapNest
 from .plan import ProgramPlan
 from .reduce_loops import emit_reduce
@@ -224,7 +225,8 @@ def _kernel_function(module, entry_module, name: str, functions: list, layout: L
         else:
             b.call(fn.function, args + [ir.Constant(I64, 0), ir.Constant(I64, fn.trips)])
     b.ret_void()
-    return ir.Function(entry_module, fnty, name=name), buffers
+    largest_product = max((fn.largest_product for fn in functions), default=0)
+    return ir.Function(entry_module, fnty, name=name), buffers, largest_product
 
 
 def _disjoint(buffers: list, layout: Layout) -> bool:
@@ -276,8 +278,11 @@ def _entry(module, kernels: list, layout: Layout) -> None:
     for buf, offset in layout.offsets.items():
         pointers[buf] = b.gep(arena, [ir.Constant(I64, offset)], inbounds=True,
                               source_etype=I8, name=buf.name)
-    for kernel, buffers in kernels:
+    blas_threads = BlasThreads(b)
+    for kernel, buffers, largest_product in kernels:
+        blas_threads.before_kernel(largest_product)
         b.call(kernel, [pointers[buf] for buf in buffers])
+    blas_threads.finish()
     b.ret_void()
 
 
