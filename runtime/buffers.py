@@ -48,12 +48,13 @@ from .once import once
 ALIGNMENT = 64
 
 
-def aligned_bytes(nbytes: int, alignment: int = ALIGNMENT) -> np.ndarray:
-    """A uint8 array of ``nbytes`` whose first byte is ``alignment``-aligned."""
+def aligned_bytes(nbytes: int, alignment: int = ALIGNMENT, offset: int = 0) -> np.ndarray:
+    """A uint8 array of ``nbytes`` whose first byte's address is ``offset`` modulo
+    ``alignment`` (aligned, by default)."""
     if nbytes < 0:
         raise ValueError(f"cannot allocate {nbytes} bytes")
     raw = np.empty(max(nbytes, 1) + alignment, dtype=np.uint8)
-    start = -data_pointer(raw) % alignment
+    start = (offset - data_pointer(raw)) % alignment
     return raw[start:start + max(nbytes, 1)][:nbytes]  # NumPy moves empty slices' pointer
 
 
@@ -110,10 +111,8 @@ def empty_behind(shape: tuple[int, ...], dtype, offset: int, rank: int) -> np.nd
     within its page: a program's ``rank``-th large output (the first ``SPREAD`` differ in
     their cache sets too; later ones share, rather than reach round the page to just
     ahead of the inputs). It is a view of a block one page larger."""
-    size = nbytes(shape, dtype)
-    raw = np.empty(size + PAGE, dtype=np.uint8)
-    start = (offset - rank % SPREAD * ALIGNMENT - data_pointer(raw)) % PAGE
-    return raw[start:start + size].view(dtype).reshape(shape)
+    start = offset - rank % SPREAD * ALIGNMENT
+    return aligned_bytes(nbytes(shape, dtype), PAGE, start).view(dtype).reshape(shape)
 
 
 class Arena:

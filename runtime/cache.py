@@ -155,17 +155,16 @@ class ProgramCache:
         if self.enabled:
             self._write(key, native.object_code, extra)
 
-    def stored_object(self, ir_text: str, engine: Engine) -> ObjectCode | None:
-        """The object code on disk for ``ir_text`` compiled by ``engine``, or None. (The
-        engine keeps its threading runtime here: it is not a program and is not loaded
-        through this cache.)"""
-        entry = self._read(cache_key(ir_text, engine)) if self.enabled else None
+    def stored_object(self, key: str) -> ObjectCode | None:
+        """The object code on disk under ``key``, or None. (The engine keeps its threading
+        runtime here: it is not a program and is not loaded through this cache.)"""
+        entry = self._read(key) if self.enabled else None
         return None if entry is None else entry[0]
 
-    def store_object(self, ir_text: str, engine: Engine, object_code: ObjectCode) -> None:
+    def store_object(self, key: str, object_code: ObjectCode) -> None:
         """Write ``object_code`` for ``stored_object`` to find (if the cache is enabled)."""
         if self.enabled:
-            self._write(cache_key(ir_text, engine), object_code)
+            self._write(key, object_code)
 
     def entry_path(self, key: str) -> pathlib.Path:
         return self.directory / (key + SUFFIX)

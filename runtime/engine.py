@@ -186,13 +186,21 @@ def _runtime_ir() -> str:
 _RUNTIME_OPT_LEVEL = 0
 
 
-def _link_stored_runtime(ir_text: str) -> bool:
+@once
+def runtime_key() -> str:
+    """The key the threading runtime's object code is kept under in the disk cache."""
+    from .cache import cache_key  # the cache builds on this module
+
+    return cache_key(_runtime_ir(), Engine(_RUNTIME_OPT_LEVEL))
+
+
+def _link_stored_runtime() -> bool:
     """Link the runtime from the disk cache if it is there (or already linked)."""
-    from .cache import default_cache  # the cache builds on this module
+    from .cache import default_cache
 
     with _runtime_lock:
         if not _runtime_module:
-            stored = default_cache().stored_object(ir_text, Engine(_RUNTIME_OPT_LEVEL))
+            stored = default_cache().stored_object(runtime_key())
             if stored is not None:
                 try:
                     _link_runtime(stored)
@@ -220,7 +228,7 @@ def _compile_in_a_child(requests: list[tuple[str, int]]) -> list[ObjectCode]:
     disk cache does not hold it (then it is linked, and stored)."""
     llvm_ready()  # set up here once, so every child starts with LLVM ready
     runtime_ir = None if _runtime_module else _runtime_ir()
-    with_runtime = runtime_ir is not None and not _link_stored_runtime(runtime_ir)
+    with_runtime = runtime_ir is not None and not _link_stored_runtime()
     if with_runtime:
         requests = [*requests, (runtime_ir, _RUNTIME_OPT_LEVEL)]
     if not requests:  # the runtime was on disk, and nothing else asked for
@@ -239,7 +247,7 @@ def _compile_in_a_child(requests: list[tuple[str, int]]) -> list[ObjectCode]:
         _link_runtime(runtime)
         from .cache import default_cache
 
-        default_cache().store_object(runtime_ir, Engine(_RUNTIME_OPT_LEVEL), runtime)
+        default_cache().store_object(runtime_key(), runtime)
     return objects
 
 

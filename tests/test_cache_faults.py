@@ -25,6 +25,7 @@ import pytest
 from child_process import run_python, run_python_together
 from tracegrad.runtime import cache as cache_module
 from tracegrad.runtime.cache import MAGIC, ProgramCache, decode_entry
+from tracegrad.runtime.engine import runtime_key
 
 import tracegrad
 
@@ -67,14 +68,6 @@ def compile_and_check(fn=model, seed: int = 0) -> None:
 
 def entries(directory: pathlib.Path) -> list[pathlib.Path]:
     return sorted(directory.glob("*.tgo"))
-
-
-def runtime_entry_key() -> str:
-    """The key under which the engine stores the threading runtime's object code."""
-    from tracegrad.runtime.cache import cache_key
-    from tracegrad.runtime.engine import _RUNTIME_OPT_LEVEL, Engine, _runtime_ir
-
-    return cache_key(_runtime_ir(), Engine(_RUNTIME_OPT_LEVEL))
 
 
 def temporaries(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -282,7 +275,7 @@ def test_two_processes_compiling_the_same_function_at_once(tmp_path):
             np.testing.assert_allclose(np.array(got, np.float32), want, rtol=1e-5, atol=1e-6)
     # One entry for the program and one for the threading runtime, whole, and no
     # temporary file left.
-    assert [e.stem for e in entries(tmp_path)].count(runtime_entry_key()) == 1
+    assert [e.stem for e in entries(tmp_path)].count(runtime_key()) == 1
     assert len(entries(tmp_path)) == 2 and temporaries(tmp_path) == []
     for entry in entries(tmp_path):
         decode_entry(entry.read_bytes(), entry.stem)
@@ -290,11 +283,10 @@ def test_two_processes_compiling_the_same_function_at_once(tmp_path):
 
 BAD_RUNTIME = """
 import ctypes, json, os, warnings
-from test_cache_faults import runtime_entry_key
 from tracegrad.runtime import cache, engine
 from tracegrad.runtime.llvm_steps import ObjectCode
 if os.environ["WRITE_BAD"] == "1":  # intact on disk, but it calls a symbol no process has
-    cache.default_cache()._write(runtime_entry_key(),
+    cache.default_cache()._write(engine.runtime_key(),
                                  ObjectCode((b"not an object",), ("tracegrad_nothing",)))
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")

@@ -117,30 +117,31 @@ class Variant:
         paths = _argument_paths(args, kwargs)
         self.argument_getters = [_function(paths[id(t)], {}) for t, _ in trace.arguments]
         env: dict = {}
-        expressions = _input_expressions(self, trace, paths, env)
-        self.sources = [_function(e, env) for e in expressions]  # per graph input
+        inputs = _inputs(self, trace, paths, env)
+        self.sources = [_function(e, env) for e, _ in inputs]  # per graph input
         self.result_count = sum(1 for v in tracing.flatten(trace.outputs)
                                 if not tracing.is_scalar(v))
         written = len(trace.writes) + sum(v is not None for _, v in trace.grad_writes)
         self.guards_start = self.result_count + written
         self.saved_start = self.guards_start + len(trace.guards)
-        self.run = self._runner(expressions, env)
+        self.run = self._runner(inputs, env)
 
-    def _runner(self, expressions: list, env: dict):
+    def _runner(self, inputs: list, env: dict):
         """`run`, written out for this variant (see the class docstring)."""
         trace = self.trace
+        expressions = [expression for expression, _ in inputs]
         fresh = trace.program.fresh_outputs()
         env.update(P=trace.program, refuse=self._refuse, GUARD_FAILED=GUARD_FAILED,
                    guards_hold=self._guards_hold, forget=forget, copyto=np.copyto,
                    wrap=Tensor._wrap, fresh=_fresh, results=self._results, OUT=trace.outputs)
         names = [f"i{k}" for k in range(len(expressions))]
-        inputs = f"({''.join(n + ', ' for n in names)})"
+        arrays = f"({''.join(n + ', ' for n in names)})"
 
         def as_tensor(k: int, dtype) -> str:
             """Output k as a tensor: copied only if it may be an input's or the program's
             own (`_fresh`), which the program knows when it is built."""
             env[f"OD{k}"] = dtype
-            array = f"out[{k}]" if fresh[k] else f"fresh(out[{k}], {inputs})"
+            array = f"out[{k}]" if fresh[k] else f"fresh(out[{k}], {arrays})"
             return f"wrap({array}, OD{k})"
 
         lines = ["def run(args, kwargs):"]
@@ -160,17 +161,17 @@ class Variant:
         for j, (tensor, _) in enumerate(trace.writes):
             env[f"W{j}"] = tensor
             k = self.result_count + j
-            copy = f"copyto(W{j}._data, out[{k}], casting='unsafe')"
-            lines.append(f"    forget(W{j}._data)")
+            lines += [f"    old = W{j}._data", "    forget(old)"]
+            copy = f"copyto(old, out[{k}], casting='unsafe')"
             if self._may_take_over(k, tensor, fresh):
                 # The tensor takes the program's new array instead of a copy of it when
                 # nothing else holds its array: no view of it (a view holds it), no
-                # `.numpy()` of it, no other tensor on it (the attribute, this call's
-                # inputs and `refcount`'s argument are the references counted), and it
-                # owns its memory. The tensor, its values and its version are what a copy
-                # leaves; only the address changes, and nobody holds the old array.
-                held = 2 + sum(source is tensor for source in self._direct_sources())
-                lines += [f"    if refcount(W{j}._data) == {held} and W{j}._data.base is None:",
+                # `.numpy()` of it, no other tensor on it (the attribute, `old`, this
+                # call's inputs and `refcount`'s argument are the references counted),
+                # and it owns its memory. The tensor, its values and its version are what
+                # a copy leaves; only the address changes, and nobody holds the old array.
+                held = 3 + sum(source is tensor for _, source in inputs)
+                lines += [f"    if refcount(old) == {held} and old.base is None:",
                           f"        W{j}._data = out[{k}]",
                           "    else:",
                           f"        {copy}"]
@@ -202,15 +203,6 @@ class Variant:
         data = tensor._data
         return (fresh[k] and np.dtype(value.dtype.numpy) == data.dtype
                 and tuple(value.shape) == data.shape and data.flags.c_contiguous)
-
-    def _direct_sources(self) -> list:
-        """Per graph input, the tensor whose very array a call passes in (None when it
-        is read otherwise: a `.grad`, a random draw, a hyperparameter)."""
-        trace = self.trace
-        direct = {value: tensor for tensor, value in trace.arguments}
-        direct.update((value, tensor) for ((tensor, value), owner)
-                      in zip(trace.captured, self.grad_owner) if owner is None)
-        return [direct.get(value) for value in self.graph.inputs]
 
     def _refuse(self, exc: Exception):
         # nothing is written; tracing anew runs eagerly (and is logged)
@@ -292,26 +284,27 @@ def _function(expression: str, env: dict):
     return eval(f"lambda args, kwargs: {expression}", env)
 
 
-def _input_expressions(variant, trace, paths: dict, env: dict) -> list:
-    """Per graph input, the expression that reads its array for a call (names it uses
-    are put in `env`)."""
+def _inputs(variant, trace, paths: dict, env: dict) -> list:
+    """Per graph input, `(expression, tensor)`: the expression that reads its array for a
+    call (names it uses are put in `env`), and the tensor whose very array that is (None
+    for a `.grad`, a random draw, a hyperparameter)."""
     by_value = {}
     for (tensor, value) in trace.arguments:
-        by_value[value] = f"{paths[id(tensor)]}._data"
+        by_value[value] = (f"{paths[id(tensor)]}._data", tensor)
     for k, ((tensor, value), owner) in enumerate(zip(trace.captured, variant.grad_owner)):
         if owner is None:
             env[f"C{k}"] = tensor
-            by_value[value] = f"C{k}._data"
+            by_value[value] = (f"C{k}._data", tensor)
         else:  # a .grad: read afresh through its owner (None raises: no variant then)
             env[f"C{k}"] = owner
-            by_value[value] = f"C{k}._grad._data"
+            by_value[value] = (f"C{k}._grad._data", None)
     env["asarray"], env["array"] = np.asarray, np.array
     for k, random in enumerate(trace.random_inputs):
         env[f"R{k}"] = random.make
-        by_value[random.value] = f"asarray(R{k}())"
+        by_value[random.value] = (f"asarray(R{k}())", None)
     for k, (container, key, value) in enumerate(trace.hyperparameters):
         env[f"H{k}"], env[f"K{k}"], env[f"D{k}"] = container, key, value.dtype.numpy
-        by_value[value] = f"array(H{k}[K{k}], dtype=D{k})"
+        by_value[value] = (f"array(H{k}[K{k}], dtype=D{k})", None)
     return [by_value[v] for v in trace.graph.inputs]
 
 
