@@ -35,7 +35,6 @@ True
 
 from __future__ import annotations
 
-import ctypes
 import math
 import threading
 from collections.abc import Iterator
@@ -43,7 +42,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .once import once
+from .object_layout import object_layout, read_word
 
 ALIGNMENT = 64
 
@@ -64,20 +63,6 @@ SHADOW = 512  # how far ahead of a load, in those bits, a store may stall it (me
 SPREAD = 8  # placed outputs take this many consecutive cache lines of a page, at most
 
 
-@once
-def data_pointer_offset() -> int:
-    """Where a NumPy array object keeps its data pointer (`PyArray_DATA`): found by
-    looking, once, in a live array's object memory, so no ABI detail is hard-coded.
-    Compiled programs read their arrays' data pointers there too (`compiler/lower/
-    program.py`)."""
-    probe = np.zeros(3)
-    words = np.frombuffer(ctypes.string_at(id(probe), 128), dtype=np.uintp)
-    hits = np.flatnonzero(words == probe.ctypes.data)
-    if not len(hits):
-        raise RuntimeError("cannot find the data pointer in a NumPy array object")
-    return int(hits[0]) * words.itemsize
-
-
 def nbytes(shape: tuple[int, ...], dtype) -> int:
     """The bytes of a C-contiguous array of ``shape`` and ``dtype``."""
     return math.prod(shape) * np.dtype(dtype).itemsize
@@ -86,7 +71,7 @@ def nbytes(shape: tuple[int, ...], dtype) -> int:
 def data_pointer(array: np.ndarray) -> int:
     """The address of ``array``'s first element, for a ctypes ``c_void_p`` argument: read
     from the array object (0.25 us; ``array.ctypes.data`` takes 2)."""
-    return ctypes.c_size_t.from_address(id(array) + data_pointer_offset()).value
+    return read_word(array, object_layout().data)
 
 
 def offset_behind(arrays) -> int:

@@ -455,7 +455,7 @@ def test_blas_thread_count_is_set_only_where_it_changes_between_kernels(cache):
                         "    v0 = matmul(x0, x1)\n    v1 = matmul(x2, v0)\n"
                         "    v2 = matmul(v1, x3)\n    return (v2,)")
     program = native(graph, cache)
-    entry = program.ir.split('define void @"program"')[1].split("\n}")[0]
+    entry = program.ir.split('define i64 @"program"')[1].split("\n}")[0]
     calls = [line.split("@")[1].split("(")[0].strip('"') for line in entry.splitlines()
              if "call " in line and "_num_threads" in line]
     get, set_ = blas.threads[1], blas.threads[0]
@@ -678,3 +678,57 @@ def test_inputs_are_checked(cache):
         program.run(np.zeros(3, np.float32))
     strided = np.arange(6.0)[::2]  # not contiguous: copied, not misread
     np.testing.assert_array_equal(program.run(strided)[0], np.sin(strided))
+
+
+class _Subclass(np.ndarray):
+    pass
+
+
+def test_the_entry_refuses_every_input_it_cannot_read_as_planned_and_runs_nothing(cache):
+    """The entry checks each input's type, dtype object, shape and C order itself
+    (program.py): it answers the refused input's position plus one, before any kernel,
+    and `run` makes that input right and calls it again, or names what is wrong."""
+    from tracegrad.compiler.ir import IRError
+    from tracegrad.compiler.lower.program import INPUTS, OUTPUTS
+
+    graph = parse_graph("def f(x0: f32[2,3], x1: f32[], x2: f64[3]):\n"
+                        "    v0 = mul(x0, x1)\n    v1 = sin(x2)\n    return (v0, v1)")
+    program = native(graph, cache)
+    rng = np.random.default_rng(0)
+    x, s, z = rng.standard_normal((2, 3)).astype(np.float32), np.float32(1.5), np.arange(3.0)
+    s = np.array(s)
+
+    def entry(*arrays):
+        """The entry's answer for `arrays`, and the outputs it was given (NaN-filled)."""
+        table, address, _ = program._new_state()
+        outs = tuple(np.full(shape, np.nan, dtype) for shape, dtype in program._outputs)
+        table[INPUTS], table[OUTPUTS] = id(arrays), id(outs)
+        return program._function(address), outs
+
+    answer, (product, sines) = entry(x, s, z)
+    assert answer == 0
+    np.testing.assert_array_equal(product, x * s)
+    np.testing.assert_array_equal(sines, np.sin(z))
+    unlike = {  # position: inputs of the right values that the program must not read as is
+        1: [np.asfortranarray(x), memoryview(x), x.view(_Subclass)],
+        2: [s.view(_Subclass), s.view(np.dtype("f4", copy=True))],
+        3: [z.view(np.dtype("f8", copy=True)), np.arange(6.0)[::2]],
+    }
+    for position, variants in unlike.items():
+        for variant in variants:
+            arrays = [x, s, z]
+            arrays[position - 1] = variant
+            answer, outs = entry(*arrays)
+            assert answer == position, (position, variant)
+            assert all(np.isnan(out).all() for out in outs)  # it ran nothing
+            product, sines = program.run(*arrays)  # conformed, then run
+            np.testing.assert_array_equal(product, x * s)
+            np.testing.assert_array_equal(sines, np.sin(np.asarray(arrays[2])))
+    for wrong in [(x.T, s, z), (x.tolist(), s, z), (x, s.reshape(1), z), (x, s, z[None]),
+                  (x, s, z.astype(np.float32))]:
+        with pytest.raises(IRError, match="expects"):
+            program.run(*wrong)
+    with pytest.raises(IRError, match="takes 3 inputs, got 2"):
+        program.run(x, s)
+
+

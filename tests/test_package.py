@@ -97,7 +97,7 @@ def test_training_demo_compiles_and_writes_the_ir(tmp_path):
         [path] = tmp_path.glob(f"train_step.{stage}.*")
         assert str(path) in out
         assert path.read_text().startswith("# function train_step, variant 0")
-    assert "define void @\"program\"" in next(tmp_path.glob("train_step.llvm.*")).read_text()
+    assert "define i64 @\"program\"" in next(tmp_path.glob("train_step.llvm.*")).read_text()
 
 
 def test_fused_primitives_equal_their_decompositions():

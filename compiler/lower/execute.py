@@ -30,7 +30,7 @@ from ..ops import PRIMITIVES
 from . import expr, matmul
 from .lowering import install, lowering_of
 from .plan import Kernel, kernel_name, plan_program, trivial_kernels
-from .program import ENTRY, emit_program
+from .program import ARENA, ARRAY_TYPE, DTYPES, ENTRY, INPUTS, OUTPUTS, checked_dtypes, emit_program
 from .scalar import supports
 from .stored_program import Binding, program_key
 from .views import IndexPlan
@@ -184,7 +184,7 @@ class NativeProgram:
             if key:
                 self.cache.keep(key, self.native, binding.to_bytes())
         self.kernel_names = binding.kernel_names
-        self._function = self.native.function(ENTRY, None, [ctypes.c_void_p])
+        self._function = self.native.function(ENTRY, ctypes.c_int64, [ctypes.c_void_p])
         self.compile_seconds = time.perf_counter() - start
         self._prepare(binding)
 
@@ -245,15 +245,19 @@ class NativeProgram:
         return [kind == "out" and slots.count(k) == 1 for kind, k in self._results]
 
     def _new_state(self):
-        """A buffer table with the arena and large constants filled in (they never move)."""
+        """A buffer table with what never moves filled in: the arena, the type and dtypes
+        inputs are checked against, the large constants (the layout: `program.py`)."""
         from ...runtime.buffers import Arena, data_pointer
 
-        base = len(self._inputs) + len(self._outputs)  # the table's layout: `program.py`
-        table = np.zeros(base + 1 + len(self._tables), dtype=np.uintp)
+        dtypes = checked_dtypes(dtype for _, dtype in self._inputs)
+        table = np.zeros(DTYPES + len(dtypes) + len(self._tables), dtype=np.uintp)
         arena = Arena(self._arena_bytes)
-        table[base] = arena.address
+        table[ARENA] = arena.address
+        table[ARRAY_TYPE] = id(np.ndarray)
+        for j, name in enumerate(dtypes):
+            table[DTYPES + j] = id(np.dtype(name))  # NumPy's own, which lives as long
         for j, array in enumerate(self._tables):
-            table[base + 1 + j] = data_pointer(array)
+            table[DTYPES + len(dtypes) + j] = data_pointer(array)
         return table, data_pointer(table), arena
 
     @property
@@ -270,46 +274,46 @@ class NativeProgram:
         `run_graph`), written out for this program as straight-line Python (loops and
         lookups over inputs and outputs cost microseconds on a call that may take one).
 
-        The table holds the *objects'* addresses for inputs and outputs: the program reads
-        each array's data pointer itself (`program.data_pointer_offset`), which saves the
-        microsecond per array that `ndarray.ctypes` costs. Each call owns a state (buffer
-        table and arena) while it runs: it takes a free one or makes one, and gives it
-        back. ctypes releases the GIL during the native call, so concurrent calls run in
+        The table holds the addresses of two tuples, the inputs and the outputs made for
+        the call: the program checks each input and reads each array's data pointer
+        itself (`program.py`), which saves the ~150 ns an array that testing it and
+        writing its address into the table cost in Python. An input it refuses is made
+        right (`conform`: C order, the exact dtype object, or an error naming what is
+        wrong) and the program called again. Each call owns a state (buffer table and
+        arena) while it runs: it takes a free one or makes one, and gives it back.
+        ctypes releases the GIL during the native call, so concurrent calls run in
         parallel and never share an arena, with no lock held (`list.pop` is atomic)."""
         n = len(self._inputs)
-        env = {"ndarray": np.ndarray, "empty": np.empty, "copy": np.array, "id": id,
-               "states": self._states, "new_state": self._new_state,
-               "call": self._function, "fix": self._fixed_input, "count": self._wrong_count}
+        env = {"empty": np.empty, "copy": np.array, "id": id, "states": self._states,
+               "new_state": self._new_state, "call": self._function, "rerun": self._rerun,
+               "conform": self._conform, "count": self._wrong_count}
         lines = ["def run(*arrays):", f"    if len(arrays) != {n}:", "        count(arrays)"]
-        if n:
-            lines.append(f"    {''.join(f'a{i}, ' for i in range(n))}= arrays")
-        for i, (shape, dtype) in enumerate(self._inputs):
-            env[f"S{i}"], env[f"D{i}"] = shape, np.dtype(dtype)
-            lines += [(f"    if type(a{i}) is not ndarray or a{i}.dtype is not D{i} or "
-                       f"a{i}.shape != S{i} or not a{i}.flags.c_contiguous:"),
-                      f"        a{i} = fix({i}, a{i})"]
-        lines += ["    try:", "        state = states.pop()", "    except IndexError:",
-                  "        state = new_state()", "    try:", "        table = state[0]"]
-        lines += [f"        table[{i}] = id(a{i})" for i in range(n)]
-        streamed = [f"a{i}" for i, (shape, dtype) in enumerate(self._inputs)
+        streamed = [i for i, (shape, dtype) in enumerate(self._inputs)
                     if nbytes(shape, dtype) >= PAGE]
-        placed = [k for k, (_, shape, dtype) in enumerate(self._outputs)
+        placed = [k for k, (shape, dtype) in enumerate(self._outputs)
                   if streamed and nbytes(shape, dtype) >= PLACED_OUTPUT_BYTES]
-        if placed:  # see `runtime.buffers`: large outputs go behind the inputs in the page
+        if placed:  # see `runtime.buffers`: large outputs go behind the inputs in the page,
+            # which needs the inputs' addresses first (a microsecond is nothing here)
             env["offset_behind"], env["empty_behind"] = offset_behind, empty_behind
-            lines.append(f"        behind = offset_behind(({''.join(a + ', ' for a in streamed)}))")
-        for k, (slot, shape, dtype) in enumerate(self._outputs):
+            read = "".join(f"arrays[{i}], " for i in streamed)
+            lines += ["    arrays = conform(arrays)", f"    behind = offset_behind(({read}))"]
+        made = []
+        for k, (shape, dtype) in enumerate(self._outputs):
             env[f"O{k}"], env[f"E{k}"] = shape, np.dtype(dtype)
-            made = (f"empty_behind(O{k}, E{k}, behind, {placed.index(k)})" if k in placed
-                    else f"empty(O{k}, E{k})")
-            lines += [f"        o{k} = {made}", f"        table[{slot}] = id(o{k})"]
-        lines += ["        call(state[1])", "    finally:", "        states.append(state)"]
+            made.append(f"empty_behind(O{k}, E{k}, behind, {placed.index(k)})" if k in placed
+                        else f"empty(O{k}, E{k})")
+        lines += [f"    outs = ({''.join(m + ', ' for m in made)})",
+                  "    try:", "        state = states.pop()", "    except IndexError:",
+                  "        state = new_state()", "    try:", "        table = state[0]",
+                  f"        table[{INPUTS}] = id(arrays)", f"        table[{OUTPUTS}] = id(outs)",
+                  "        if call(state[1]):", "            arrays = rerun(state, arrays)",
+                  "    finally:", "        states.append(state)"]
         results = []
         for j, (kind, what) in enumerate(self._results):
             if kind == "out":
-                results.append(f"o{what}")
+                results.append(f"outs[{what}]")
             elif kind == "in":
-                results.append(f"a{what}")
+                results.append(f"arrays[{what}]")
             else:
                 env[f"K{j}"] = what
                 results.append(f"copy(K{j}, copy=True)")
@@ -317,9 +321,29 @@ class NativeProgram:
         exec(compile("\n".join(lines), f"<run of {self.graph.name}>", "exec"), env)  # noqa: S102
         return env["run"]
 
-    def _fixed_input(self, i: int, array) -> np.ndarray:
-        """Input `i` as the program needs it (C order), or an error naming what is wrong."""
-        return np.ascontiguousarray(_checked_input(self.graph.inputs[i], array))
+    def _conform(self, arrays: tuple) -> tuple:
+        """`arrays` as the program takes them: each an `np.ndarray` in C order whose dtype
+        is NumPy's own object for it; IRError naming an input of the wrong shape or dtype."""
+        conformed = []
+        for value, array in zip(self.graph.inputs, arrays):
+            dtype = np.dtype(value.dtype.numpy)
+            if (type(array) is not np.ndarray or array.dtype is not dtype
+                    or array.shape != value.shape or not array.flags.c_contiguous):
+                array = _checked_input(value, array)
+                array = array if array.flags.c_contiguous else array.copy(order="C")
+                array = array if array.dtype is dtype else array.view(dtype)
+            conformed.append(array)
+        return tuple(conformed)
+
+    def _rerun(self, state, arrays: tuple) -> tuple:
+        """Run with the inputs the program refused made right (see `_runner`); those."""
+        arrays = self._conform(arrays)
+        state[0][INPUTS] = id(arrays)
+        refused = self._function(state[1])
+        if refused:  # `_conform` and the program's checks disagree: a bug, never ignored
+            raise RuntimeError(f"{self.graph.name}: the compiled program refused input "
+                               f"{refused - 1} after it was made C-ordered")
+        return arrays
 
     def _wrong_count(self, arrays) -> None:
         from ..ir import IRError
@@ -330,8 +354,7 @@ class NativeProgram:
 def _binding(graph: Graph, plan, emitted) -> Binding:
     """How the caller's arrays meet the emitted program (see `Binding`)."""
     layout = emitted.layout
-    outputs = [(slot, buf.shape, np.dtype(buf.dtype.numpy).name)
-               for slot, buf in enumerate(layout.outputs, len(layout.inputs))]
+    outputs = [(buf.shape, np.dtype(buf.dtype.numpy).name) for buf in layout.outputs]
     positions = {v: i for i, v in enumerate(graph.inputs)}
     produced = {buf: k for k, buf in enumerate(layout.outputs)}
     results = []  # per graph output: ("out", k) | ("in", i) | ("const", array)

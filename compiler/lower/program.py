@@ -1,13 +1,19 @@
-"""One entry point per program, `void program(ptr %table)`, in a module of its own.
+"""One entry point per program, `i64 program(ptr %table)`, in a module of its own.
 
 `table` is an array of pointers the caller fills once per call:
 
-    table[0 .. n_in)            the input arrays (NumPy objects: the program reads their
-                                data pointers, `data_pointer_offset`)
-    table[n_in .. n_in+n_out)   the output arrays (written in place), NumPy objects too
-    table[n_in+n_out]           the arena (64-byte aligned; temporaries at planned offsets)
-    table[n_in+n_out+1 ..)      large constants (small ones are globals in the module)
+    table[INPUTS]          a tuple of the input arrays (NumPy objects: the program checks
+                           each and reads its data pointer, `runtime/object_layout.py`)
+    table[OUTPUTS]         a tuple of the output arrays, made for the call and written in
+                           place, NumPy objects too
+    table[ARENA]           the arena (64-byte aligned; temporaries at planned offsets)
+    table[ARRAY_TYPE]      `np.ndarray`, the one type an input may have
+    table[DTYPES ..)       the dtype objects inputs may have, in `checked_dtypes` order
+    then                   large constants (small ones are globals in the module)
 
+`program` first checks that each input is an `np.ndarray` of its planned dtype and shape
+in C order: if one is not, it returns its position plus one and runs nothing (the caller
+makes it so and calls again). Otherwise it returns 0 once it has run the program.
 `program` computes every buffer's address once and calls the kernels in order; each
 kernel (a module of its own, `noinline`, named like `k3_mul_add_relu` so it can be found
 in the assembly) calls its loop nests, directly or through `tracegrad_parallel_for`. So a
@@ -17,7 +23,7 @@ call of a compiled program is one foreign call, whatever its size.
 >>> from tracegrad.compiler.lower.plan import plan_program, trivial_kernels
 >>> g = parse_graph("def f(x0: f32[8]):\\n    v0 = exp(x0)\\n    return (v0,)")
 >>> text = emit_program(plan_program(g, trivial_kernels(g))).ir
->>> "define void @\\"program\\"(ptr %\\"table\\")" in text
+>>> "define i64 @\\"program\\"(ptr %\\"table\\")" in text
 True
 """
 
@@ -26,12 +32,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+import numpy as np
 from llvmlite import ir
 
-from ...runtime.buffers import data_pointer_offset
+from ...runtime.object_layout import C_CONTIGUOUS, WORD, object_layout
 from ...runtime.threads import PARALLEL_FOR
 from .expr import Buffer
-from .llvm_types import I8, I64, MEMORY, PTR, VOID
+from .llvm_types import I1, I8, I32, I64, MEMORY, PTR, VOID
 from .loops import emit_map
 from .matmul import BlasThreads
 from .nests import MapNest
@@ -41,6 +48,12 @@ from .row_groups import group_rows
 
 ENTRY = "program"
 ALIGNMENT = 64
+INPUTS, OUTPUTS, ARENA, ARRAY_TYPE, DTYPES = range(5)  # the table's slots (see above)
+
+
+def checked_dtypes(dtypes) -> list:
+    """The names of the dtypes among the inputs' `dtypes`, in their table order."""
+    return list(dict.fromkeys(np.dtype(dtype).name for dtype in dtypes))
 
 
 @dataclass
@@ -256,25 +269,31 @@ def _parallel_call(module, b: ir.IRBuilder, fn, args: list) -> None:
 
 
 def _entry(module, kernels: list, layout: Layout) -> None:
-    entry = ir.Function(module, ir.FunctionType(VOID, [PTR]), name=ENTRY)
+    entry = ir.Function(module, ir.FunctionType(I64, [PTR]), name=ENTRY)
     table = entry.args[0]
     table.name = "table"
     b = ir.IRBuilder(entry.append_basic_block("entry"))
+    objects = object_layout()
 
-    def slot(i, name):
-        return b.load(b.gep(table, [ir.Constant(I64, i)], inbounds=True, source_etype=PTR),
-                      typ=PTR, name=name)
+    def word(base, offset: int, name: str = "", typ=PTR):
+        field_ = b.gep(base, [ir.Constant(I64, offset)], inbounds=True, source_etype=I8)
+        return b.load(field_, typ=typ, name=name)
 
+    dtypes = checked_dtypes(buf.dtype.numpy for buf in layout.inputs)
+    array_type = word(table, ARRAY_TYPE * WORD, "ndarray")
+    dtype_objects = [word(table, (DTYPES + j) * WORD, name) for j, name in enumerate(dtypes)]
     pointers = {}
-    for i, buf in enumerate(layout.inputs + layout.outputs):  # NumPy objects: read .data
-        obj = slot(i, f"{buf.name}.object")
-        field = b.gep(obj, [ir.Constant(I64, data_pointer_offset())], inbounds=True,
-                      source_etype=I8)
-        pointers[buf] = b.load(field, typ=PTR, name=buf.name)
-    arena_slot = len(layout.inputs) + len(layout.outputs)
-    arena = slot(arena_slot, "arena") if layout.offsets else None
+    for tuple_slot, buffers in ((INPUTS, layout.inputs), (OUTPUTS, layout.outputs)):
+        arrays = word(table, tuple_slot * WORD, "inputs" if tuple_slot == INPUTS else "outputs")
+        for i, buf in enumerate(buffers):
+            array = word(arrays, objects.tuple_items + i * WORD, f"{buf.name}.object")
+            if tuple_slot == INPUTS:
+                dtype = dtype_objects[dtypes.index(np.dtype(buf.dtype.numpy).name)]
+                _check_input(b, word, array, buf, i, array_type, dtype)
+            pointers[buf] = word(array, objects.data, buf.name)
+    arena = word(table, ARENA * WORD, "arena") if layout.offsets else None
     for j, buf in enumerate(layout.tables):
-        pointers[buf] = slot(arena_slot + 1 + j, buf.name)
+        pointers[buf] = word(table, (DTYPES + len(dtypes) + j) * WORD, buf.name)
     for buf, offset in layout.offsets.items():
         pointers[buf] = b.gep(arena, [ir.Constant(I64, offset)], inbounds=True,
                               source_etype=I8, name=buf.name)
@@ -283,7 +302,44 @@ def _entry(module, kernels: list, layout: Layout) -> None:
         blas_threads.before_kernel(largest_product)
         b.call(kernel, [pointers[buf] for buf in buffers])
     blas_threads.finish()
-    b.ret_void()
+    b.ret(ir.Constant(I64, 0))
+
+
+def _check_input(b: ir.IRBuilder, word, array, buf: Buffer, position: int, array_type,
+                 dtype) -> None:
+    """Return `position + 1` from the entry unless `array` is an `np.ndarray` of `buf`'s
+    dtype (`dtype`, the object) and shape in C order. Each test reads only fields the
+    previous one showed are there: an array's, then its shape's `ndim` dimensions."""
+    objects = object_layout()
+    refused = b.append_basic_block(f"{buf.name}.refused")
+    with b.goto_block(refused):
+        b.ret(ir.Constant(I64, position + 1))
+
+    def require(condition, what: str) -> None:
+        passed = b.append_basic_block(f"{buf.name}.{what}")
+        b.cbranch(condition, passed, refused)
+        b.position_at_end(passed)
+
+    require(b.icmp_unsigned("==", word(array, objects.type), array_type), "is_array")
+    flags = word(array, objects.flags, typ=I32)
+    tests = [b.icmp_unsigned("==", word(array, objects.dtype), dtype),
+             b.icmp_unsigned("==", word(array, objects.ndim, typ=I32),
+                             ir.Constant(I32, len(buf.shape))),
+             b.icmp_unsigned("!=", b.and_(flags, ir.Constant(I32, C_CONTIGUOUS)),
+                             ir.Constant(I32, 0))]
+    require(_all(b, tests), "is_planned")
+    if buf.shape:
+        shape = word(array, objects.shape)
+        require(_all(b, [b.icmp_unsigned("==", word(shape, d * WORD, typ=I64),
+                                          ir.Constant(I64, size))
+                         for d, size in enumerate(buf.shape)]), "has_shape")
+
+
+def _all(b: ir.IRBuilder, conditions: list):
+    result = ir.Constant(I1, 1)
+    for condition in conditions:
+        result = b.and_(result, condition)
+    return result
 
 
 __all__ = ["ENTRY", "MEMORY", "EmittedProgram", "Layout", "emit_program", "plan_arena"]

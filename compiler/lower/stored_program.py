@@ -14,14 +14,14 @@ The key must change whenever the machine code could. It hashes:
   ``TRACEGRAD_MATMUL`` sets);
 * the source of every module of the compiler and the runtime, so editing or upgrading
   tracegrad never loads code made by another version;
-* NumPy's version and the data-pointer offset the IR hard-codes, and the BLAS library
-  whose symbols it calls;
+* NumPy's version and the offsets in Python's objects the IR hard-codes
+  (`runtime/object_layout.py`), and the BLAS library whose symbols it calls;
 * the Python version, and (through `runtime.cache.cache_key`) llvmlite, LLVM, the target
   triple, the CPU name and features and LLVM's pipeline tuning.
 
 An entry that fails its checksum or does not decode is rebuilt, never trusted.
 
->>> Binding(arena_bytes=64, outputs=[(1, (2,), "float32")], tables=[],
+>>> Binding(arena_bytes=64, outputs=[((2,), "float32")], tables=[],
 ...         results=[("out", 0)], kernel_names=["k0_exp"], uses_blas=False).to_bytes()[:1]
 b'{'
 """
@@ -66,16 +66,16 @@ def compiler_fingerprint() -> str | None:
 
 def program_key(graph, fuse: bool, engine) -> str | None:
     """The key a program for `graph` is stored under, or None if it cannot be stored."""
-    from ...runtime.buffers import data_pointer_offset
     from ...runtime.cache import cache_key
+    from ...runtime.object_layout import object_layout
 
     fingerprint = compiler_fingerprint()
     if fingerprint is None:
         return None
     blas = matmul.find_blas()
-    parts = ["stored-program 2", f"compiler={fingerprint}", f"fuse={fuse}",
+    parts = ["stored-program 3", f"compiler={fingerprint}", f"fuse={fuse}",
              f"matmul={matmul.BACKEND!r}", f"blas={blas!r}", f"python={sys.version_info[:2]}",
-             f"numpy={np.__version__}", f"data_pointer_offset={data_pointer_offset()}",
+             f"numpy={np.__version__}", f"objects={object_layout().describe()}",
              f"graph={digest_graph(graph)}"]
     return cache_key("\n".join(parts), engine)
 
@@ -85,8 +85,8 @@ class Binding:
     """How a compiled program meets its caller (`NativeProgram` runs from this alone).
 
     arena_bytes:  the size of the arena (its table entry comes after the outputs')
-    outputs:      per output array made by a call: (table slot, shape, dtype name)
-    tables:       the large constants, in table order after the arena
+    outputs:      per output array a call makes: (shape, dtype name)
+    tables:       the large constants, in table order after the checked dtypes
     results:      per graph output: ("out", k) | ("in", i) | ("const", array)
     """
 
@@ -108,7 +108,7 @@ class Binding:
             sizes.append(blob.tell() - start)
         constants = iter(range(len(self.tables), len(arrays)))
         header = {"arena_bytes": self.arena_bytes,
-                  "outputs": [[slot, list(shape), dtype] for slot, shape, dtype in self.outputs],
+                  "outputs": [[list(shape), dtype] for shape, dtype in self.outputs],
                   "tables": len(self.tables), "array_sizes": sizes,
                   "results": [[kind, next(constants) if kind == "const" else what]
                               for kind, what in self.results],
@@ -130,8 +130,7 @@ class Binding:
             tables = arrays[:header["tables"]]
             results = [(kind, arrays[what] if kind == "const" else int(what))
                        for kind, what in header["results"]]
-            outputs = [(int(slot), tuple(shape), str(dtype))
-                       for slot, shape, dtype in header["outputs"]]
+            outputs = [(tuple(shape), str(dtype)) for shape, dtype in header["outputs"]]
             return cls(int(header["arena_bytes"]), outputs, tables,
                        results, list(header["kernel_names"]), bool(header["uses_blas"]))
         except (KeyError, TypeError, IndexError, EOFError, OSError) as error:
