@@ -282,6 +282,115 @@ def test_closure_parameter_changed_between_calls_is_seen():
     assert f(x).item() == 30.0
 
 
+def _eager_and_compiled(model, x):
+    compiled = torch.compile(lambda x: model(x))
+    for _ in range(3):  # traced, then run: its guard has looked at the module tree
+        assert_close(compiled(x), model(x))
+    return compiled
+
+
+def test_every_change_to_a_module_tree_is_seen_by_a_compiled_call():
+    """The guard re-reads a module tree only when a module changed (nn/structure.py): every
+    way of changing one must count, and tensors' own state is checked on every call."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.5), nn.ReLU(), nn.Linear(16, 3),
+                          nn.Softplus())
+    model.eval()
+    x, _ = batch(0)
+    changes = [
+        lambda: setattr(model[4], "beta", 2.0),  # a setting forward reads
+        lambda: model.__setitem__(0, nn.Linear(6, 16)),  # a submodule replaced
+        lambda: setattr(model[3], "bias", None),  # a parameter set to None
+        lambda: model[3]._parameters.__setitem__("bias", nn.Parameter(torch.ones(3))),
+        lambda: model[3]._parameters.update(bias=nn.Parameter(torch.zeros(3))),
+        lambda: model[3]._parameters.setdefault("unused", nn.Parameter(torch.ones(1))),
+        lambda: model.__delitem__(2),  # renumbered
+        lambda: model.insert(2, nn.Tanh()),
+        lambda: model.append(nn.Sigmoid()),
+        lambda: model[0].weight.requires_grad_(False),  # a tensor's state
+        lambda: setattr(model[0].weight, "data", model[0].weight.data.double().float()),
+        lambda: model[0].register_buffer("offset", torch.ones(16)),  # read by nobody
+        lambda: delattr(model, "3"),
+        lambda: model.add_module("3", nn.Linear(16, 2)),
+    ]
+    for change in changes:
+        compiled = _eager_and_compiled(model, x)
+        change()
+        for _ in range(2):
+            assert_close(compiled(x), model(x))
+    compiled = _eager_and_compiled(model, x)
+    model.train()  # dropout draws masks now: the traced eval-mode call must not be reused
+    assert not any(variant.guard((x,), {}) for variant in compiled.variants)
+
+
+def test_a_module_tree_is_read_again_only_after_some_module_changed():
+    import sys
+
+    model = make_model()
+    compiled = _eager_and_compiled(model, batch(0)[0])
+    guard = compiled.variants[0].guard
+    x = batch(1)[0]
+
+    def lines_run() -> int:  # of the guard's own code
+        count = []
+
+        def trace(frame, event, arg):
+            if frame.f_code.co_filename != "<tracegrad guard>":
+                return None
+            count.append(event == "line")
+            return trace
+
+        sys.settrace(trace)
+        try:
+            assert guard((x,), {})
+        finally:
+            sys.settrace(None)
+        return sum(count)
+
+    unchanged = lines_run()
+    nn.Linear(1, 1).weight = nn.Parameter(torch.ones(1, 1))  # any module's change counts
+    assert lines_run() > unchanged + 20  # the model's 3 modules, 4 dicts each
+    assert lines_run() == unchanged
+
+
+def test_a_module_that_sets_attributes_its_own_way_is_read_on_every_call():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = 2.0
+
+        def __setattr__(self, name, value):  # not counted: nn/structure.py cannot see it
+            self.__dict__[name] = value
+
+        def forward(self, x):
+            return x * self.scale
+
+    model = Scaled()
+    x = torch.ones(2)
+    compiled = _eager_and_compiled(model, x)
+    model.scale = 3.0
+    assert compiled(x).tolist() == [3.0, 3.0]
+
+
+def test_module_registries_count_their_changes_and_stay_registries():
+    from tracegrad.nn.structure import CHANGES, Registry
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Tanh())
+    registry = model[0]._parameters
+    for change in [lambda: registry.__setitem__("extra", None), lambda: registry.pop("extra"),
+                   lambda: registry.setdefault("extra"), lambda: registry.popitem(),
+                   lambda: registry.__ior__({"extra": None}), lambda: registry.clear()]:
+        before = CHANGES[0]
+        change()
+        assert CHANGES[0] > before
+    del model[1]
+    for copied in (model, copy.deepcopy(model)):
+        for module in copied.modules():
+            for name in ("_parameters", "_buffers", "_modules"):
+                assert type(getattr(module, name)) is Registry
+    assert list(model._modules) == ["0", "1"]
+
+
 def test_python_scalar_arguments_are_part_of_the_key():
     f = torch.compile(lambda x, k: x * k)
     x = torch.ones(2)

@@ -288,6 +288,21 @@ def test_registration_order_matches_torch(torch):
     assert len(list(ours.named_parameters(recurse=False))) == 2
 
 
+def test_assigning_a_registered_name_again_keeps_its_place():
+    block = make_block(tracegrad)
+    def names():
+        return [list(registry) for registry in (block._parameters, block._buffers,
+                                                block._modules, block.seq._modules)]
+
+    before = names()
+    block.a = nn.Parameter(tracegrad.zeros(2))
+    block.register_buffer("running", tracegrad.ones(2))
+    block.seq[0] = nn.Linear(2, 3)  # PyTorch keeps "0" first; moving it would reorder
+    block.inner = nn.Linear(2, 2)
+    assert names() == before
+    assert [type(m).__name__ for m in block.seq] == ["Linear", "ReLU"]
+
+
 def test_registration_rules():
     block = make_block(tracegrad)
     assert block.plain == 3 and "plain" not in block._parameters

@@ -9,6 +9,8 @@ default arguments and a bound method's object, into modules, optimizers, contain
 plain objects' public attributes — lists those tensors, and is compiled into a guard: a
 small generated Python function that re-checks exactly what the walk saw (identities,
 lengths, keys, shapes, values), which is far cheaper than walking again on every call.
+What it saw inside a module tree it re-checks only when a module changed since it last
+looked (`nn/structure.py`); the tensors there it checks on every call.
 
 >>> import tracegrad as torch
 >>> w = torch.ones(2)
@@ -24,6 +26,8 @@ import functools
 import types
 
 from .autograd import grad_mode
+from .nn.module import Module
+from .nn.structure import CHANGES, Registry
 from .tensor import Tensor
 
 MAX_DEPTH = 6
@@ -72,6 +76,7 @@ class _Walk:
         self.exempt = {(id(c), k) for c, k in exempt}
         self.lines, self.constants, self.count = [], [], 0
         self.argument_tensors = []  # (expression, tensor) of the call's tensor arguments
+        self.tree = None  # the _ModuleTree being walked, if any
 
     def run(self, fn) -> None:
         for path, expr, obj in _roots(fn, self):
@@ -120,22 +125,53 @@ class _Walk:
         if isinstance(obj, _OPAQUE) or depth > MAX_DEPTH or len(self.seen) > MAX_ITEMS:
             return
         var = self.local(expr)
-        self.check(f"{var} is {self.const(obj)}")
+        known = self.const(obj)
+        self.check(f"{var} is {known}")
         if id(obj) in self.seen:
             return
         self.seen.add(id(obj))
+        if self.tree is not None:
+            self.tree.admit(obj)
         if isinstance(obj, (types.FunctionType, types.MethodType)):
             self.visit_function(obj, path, var, depth)
             return
         if isinstance(obj, Tensor):
             self.found.append((path, obj))
-            # `.data = ...` can swap the array: its shape and dtype must stay
-            self.check(f"{var}._data.shape == {obj._data.shape!r} and {var}.dtype is "
-                       f"{self.const(obj.dtype)} and {var}._requires_grad is "
-                       f"{obj._requires_grad}")
+            # `.data = ...` can swap the array: its shape and dtype must stay. Checked on
+            # every call, in a module tree too, where the tensor is the one known.
+            subject = var if self.tree is None else known
+            check = (f"{subject}._data.shape == {obj._data.shape!r} and {subject}.dtype is "
+                     f"{self.const(obj.dtype)} and {subject}._requires_grad is "
+                     f"{obj._requires_grad}")
+            (self.lines if self.tree is None else self.tree.tensor_checks).append(
+                f"if not ({check}): return False")
+            return
+        if self.tree is None and isinstance(obj, Module):
+            self.visit_module_tree(obj, path, var, depth)
             return
         for label, access, item in self.children(obj, var):
             self.visit(item, f"{path}.{label}", access, depth + 1)
+
+    def visit_module_tree(self, module, path: str, var: str, depth: int) -> None:
+        """A module and everything under it; the checks, but those of its tensors, run
+        only when the count of module changes moved since they last passed."""
+        outer, self.tree = self.lines, _ModuleTree()
+        self.tree.admit(module)
+        self.lines = self.tree.lines
+        try:
+            for label, access, item in self.children(module, var):
+                self.visit(item, f"{path}.{label}", access, depth + 1)
+        finally:
+            tree, self.tree, self.lines = self.tree, None, outer
+        if tree.counted:
+            changes, checked_at = self.const(CHANGES), self.const([None])
+            self.lines += [f"if {changes}[0] != {checked_at}[0]:",
+                           f"    count = {changes}[0]  # read first: a change while we look",
+                           *(f"    {line}" for line in tree.lines),  # counts again
+                           f"    {checked_at}[0] = count"]
+        else:
+            self.lines += tree.lines
+        self.lines += tree.tensor_checks
 
     def visit_function(self, fn, path: str, var: str, depth: int) -> None:
         """A function the traced one may call: what it reaches counts too (its closure,
@@ -166,6 +202,26 @@ class _Walk:
         return [(k, f"{var}.__dict__[{k!r}]", state[k]) for k in keys]
 
 
+class _ModuleTree:
+    """The checks of one module tree, and whether every change to what they read counts
+    (`nn/structure.py`): only modules with their own `__setattr__`/`__delattr__` and
+    `Registry` dicts, holding tensors, values and modules, are in it."""
+
+    def __init__(self):
+        self.lines, self.tensor_checks = [], []
+        self.counted = True
+
+    def admit(self, obj) -> None:
+        if isinstance(obj, Module):
+            state, kind = obj.__dict__, type(obj)
+            self.counted &= (kind.__setattr__ is Module.__setattr__
+                             and kind.__delattr__ is Module.__delattr__
+                             and all(type(state.get(name)) is Registry
+                                     for name in ("_parameters", "_buffers", "_modules")))
+        elif not isinstance(obj, (Tensor, Registry)):
+            self.counted = False
+
+
 def _attributes(state: dict) -> list:
     """Which attributes of an object hold what a traced function may depend on."""
     if "_parameters" in state and "_modules" in state:  # a module: tensors and settings
@@ -186,8 +242,7 @@ def _roots(fn, walk: _Walk):
     if hasattr(fn, "forward") and not isinstance(fn, types.FunctionType):  # a module
         yield "self", "S", fn
         return
-    for label, access, item in _function_parts(fn, None):
-        yield label, access, item
+    yield from _function_parts(fn, None)
 
 
 def _function_parts(fn, var: str | None):

@@ -63,9 +63,7 @@ class Sequential(Module):
         keys = list(self._modules)
         for key in (keys[idx] if isinstance(idx, slice) else [keys[_index(idx, len(self))]]):
             del self._modules[key]
-        # renumber, as PyTorch does, so that indices stay 0..n-1
-        self.__dict__["_modules"] = OrderedDict(
-            (str(i), m) for i, m in enumerate(self._modules.values()))
+        _renumber(self, list(self._modules.values()))  # as PyTorch does: indices stay 0..n-1
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -114,7 +112,7 @@ class Sequential(Module):
         """
         modules = list(self._modules.values())
         modules.insert(index, module)
-        self.__dict__["_modules"] = OrderedDict((str(i), m) for i, m in enumerate(modules))
+        _renumber(self, modules)
         return self
 
     def forward(self, input):
@@ -171,7 +169,7 @@ class ModuleList(Module):
     def __delitem__(self, idx) -> None:
         modules = list(self._modules.values())
         del modules[idx if isinstance(idx, slice) else _index(idx, len(self))]
-        self.__dict__["_modules"] = OrderedDict((str(i), m) for i, m in enumerate(modules))
+        _renumber(self, modules)
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -226,7 +224,7 @@ class ModuleList(Module):
         """
         modules = list(self._modules.values())
         modules.insert(index, module)
-        self.__dict__["_modules"] = OrderedDict((str(i), m) for i, m in enumerate(modules))
+        _renumber(self, modules)
 
     def __repr__(self) -> str:
         """Runs of equal modules print once: `(0-2): 3 x Linear(...)` (PyTorch's form)."""
@@ -330,3 +328,10 @@ class ModuleDict(Module):
         items = modules.items() if hasattr(modules, "items") else modules
         for key, module in items:
             self[key] = module
+
+
+def _renumber(container: Module, modules: list) -> None:
+    """`modules`, in order, as the container's children named "0", "1", ..."""
+    children = container._modules  # changed in place: a `Registry`, whose changes count
+    children.clear()
+    children.update((str(i), module) for i, module in enumerate(modules))

@@ -26,6 +26,7 @@ from ..autograd.grad_mode import no_grad
 from ..compiler.ops.dtypes import DType, float32, float64
 from ..tensor import Tensor
 from .parameter import Parameter
+from .structure import Registry, changed
 
 
 def _type_word(tensor: Tensor) -> str:
@@ -86,10 +87,10 @@ class Module:
             raise TypeError(f"{type(self).__name__}.__init__() got unexpected arguments")
         state = self.__dict__
         state["training"] = True
-        state["_parameters"] = {}
-        state["_buffers"] = {}
+        state["_parameters"] = Registry()
+        state["_buffers"] = Registry()
         state["_non_persistent_buffers_set"] = set()
-        state["_modules"] = {}
+        state["_modules"] = Registry()
         state["_forward_hooks"] = {}
         state["_forward_pre_hooks"] = {}
 
@@ -160,11 +161,17 @@ class Module:
 
     # --- registration ---
     def __setattr__(self, name: str, value) -> None:
+        try:
+            self._set_attribute(name, value)
+        finally:
+            changed()  # what guards of compiled calls read may differ now (structure.py)
+
+    def _set_attribute(self, name: str, value) -> None:
         params = self.__dict__.get("_parameters")
         if isinstance(value, Parameter):
             if params is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
-            self._forget(name)
+            self._forget(name, self._parameters)
             self.register_parameter(name, value)
         elif params is not None and name in params:
             if value is not None:
@@ -174,7 +181,7 @@ class Module:
         elif isinstance(value, Module):
             if params is None:
                 raise AttributeError("cannot assign module before Module.__init__() call")
-            self._forget(name)
+            self._forget(name, self._modules)
             self._modules[name] = value
         elif params is not None and name in self._modules:
             if value is not None:
@@ -189,11 +196,14 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def _forget(self, name: str) -> None:
-        """Drop `name` from wherever it was registered or stored before."""
+    def _forget(self, name: str, kept: dict) -> None:
+        """Drop `name` from wherever it was registered or stored before, but for `kept`,
+        the registry it is about to be set in: there it keeps its place, as in PyTorch
+        (`net[0] = layer` must not move the first layer last)."""
         self.__dict__.pop(name, None)
         for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
+            if registry is not kept:
+                registry.pop(name, None)
         self._non_persistent_buffers_set.discard(name)
 
     def __getattr__(self, name: str):
@@ -211,6 +221,7 @@ class Module:
                 self._non_persistent_buffers_set.discard(name)
                 return
         object.__delattr__(self, name)
+        changed()
 
     def __dir__(self):
         return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers)
@@ -257,7 +268,7 @@ class Module:
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{_describe(tensor)}' object to buffer '{name}' "
                             f"(torch Tensor or None required)")
-        self._forget(name)
+        self._forget(name, self._buffers)
         self._buffers[name] = tensor
         if not persistent:
             self._non_persistent_buffers_set.add(name)
@@ -489,6 +500,7 @@ class Module:
             raise ValueError("training mode is expected to be boolean")  # noqa: TRY004 (PyTorch's)
         for module in self.modules():
             module.__dict__["training"] = mode
+        changed()
         return self
 
     def eval(self) -> Module:
