@@ -30,7 +30,18 @@ from ..ops import PRIMITIVES
 from . import expr, matmul
 from .lowering import install, lowering_of
 from .plan import Kernel, kernel_name, plan_program, trivial_kernels
-from .program import ARENA, ARRAY_TYPE, DTYPES, ENTRY, INPUTS, OUTPUTS, checked_dtypes, emit_program
+from .program import (
+    ARENA,
+    ARRAY_TYPE,
+    DTYPES,
+    ENTRY,
+    EXPECTED,
+    INPUTS,
+    OUTPUTS,
+    checked_dtypes,
+    emit_program,
+    expected_inputs,
+)
 from .scalar import supports
 from .stored_program import Binding, program_key
 from .views import IndexPlan
@@ -231,6 +242,7 @@ class NativeProgram:
 
     def _prepare(self, binding: Binding) -> None:
         self._inputs = [(v.shape, v.dtype.numpy) for v in self.graph.inputs]
+        self._expected = expected_inputs(self._inputs)
         self._outputs = binding.outputs
         self._tables = [np.ascontiguousarray(array) for array in binding.tables]
         self._arena_bytes = binding.arena_bytes
@@ -245,8 +257,8 @@ class NativeProgram:
         return [kind == "out" and slots.count(k) == 1 for kind, k in self._results]
 
     def _new_state(self):
-        """A buffer table with what never moves filled in: the arena, the type and dtypes
-        inputs are checked against, the large constants (the layout: `program.py`)."""
+        """A buffer table with what never moves filled in: the arena, the type, shapes and
+        dtypes inputs are checked against, the large constants (the layout: `program.py`)."""
         from ...runtime.buffers import Arena, data_pointer
 
         dtypes = checked_dtypes(dtype for _, dtype in self._inputs)
@@ -254,6 +266,7 @@ class NativeProgram:
         arena = Arena(self._arena_bytes)
         table[ARENA] = arena.address
         table[ARRAY_TYPE] = id(np.ndarray)
+        table[EXPECTED] = data_pointer(self._expected)
         for j, name in enumerate(dtypes):
             table[DTYPES + j] = id(np.dtype(name))  # NumPy's own, which lives as long
         for j, array in enumerate(self._tables):
