@@ -23,9 +23,9 @@ that input waits on a store it does not depend on ("4K aliasing"). NumPy's heap 
 arrays allocated one after another 16 bytes apart in their pages, so an output made
 after its inputs lands just there: the gelu step's loop took up to 1.8 times as long
 with its outputs 16-192 bytes ahead of its inputs (worst at 48-64) as with them anywhere
-behind, or 384 or more ahead (measured with `TRACEGRAD_NUM_THREADS=1` on data in L2). A program therefore makes its
-large outputs with `empty_behind`, 64-byte aligned and just behind the page offsets of
-the arrays it reads (`offset_behind`).
+behind, or 384 or more ahead (measured with `TRACEGRAD_NUM_THREADS=1` on data in L2). A
+program therefore makes its large outputs with `empty_behind`, 64-byte aligned and just
+behind the page offsets of the arrays it reads (`offset_behind`).
 
 >>> inputs = [np.empty(4096, np.float32) for _ in range(3)]
 >>> out = empty_behind((4096,), np.float32, offset_behind(inputs), 0)

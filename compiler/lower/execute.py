@@ -32,13 +32,11 @@ from .lowering import install, lowering_of
 from .plan import Kernel, kernel_name, plan_program, trivial_kernels
 from .program import (
     ARENA,
-    ARRAY_TYPE,
-    DTYPES,
+    CONSTANTS,
     ENTRY,
     EXPECTED,
     INPUTS,
     OUTPUTS,
-    checked_dtypes,
     emit_program,
     expected_inputs,
 )
@@ -257,20 +255,16 @@ class NativeProgram:
         return [kind == "out" and slots.count(k) == 1 for kind, k in self._results]
 
     def _new_state(self):
-        """A buffer table with what never moves filled in: the arena, the type, shapes and
-        dtypes inputs are checked against, the large constants (the layout: `program.py`)."""
+        """A buffer table with what never moves filled in: the arena, what the inputs must
+        be, the large constants (the layout: `program.py`)."""
         from ...runtime.buffers import Arena, data_pointer
 
-        dtypes = checked_dtypes(dtype for _, dtype in self._inputs)
-        table = np.zeros(DTYPES + len(dtypes) + len(self._tables), dtype=np.uintp)
+        table = np.zeros(CONSTANTS + len(self._tables), dtype=np.uintp)
         arena = Arena(self._arena_bytes)
         table[ARENA] = arena.address
-        table[ARRAY_TYPE] = id(np.ndarray)
         table[EXPECTED] = data_pointer(self._expected)
-        for j, name in enumerate(dtypes):
-            table[DTYPES + j] = id(np.dtype(name))  # NumPy's own, which lives as long
         for j, array in enumerate(self._tables):
-            table[DTYPES + len(dtypes) + j] = data_pointer(array)
+            table[CONSTANTS + j] = data_pointer(array)
         return table, data_pointer(table), arena
 
     @property
@@ -339,13 +333,10 @@ class NativeProgram:
         is NumPy's own object for it; IRError naming an input of the wrong shape or dtype."""
         conformed = []
         for value, array in zip(self.graph.inputs, arrays):
+            array = _checked_input(value, array)  # the array itself if it is one
+            array = array if array.flags.c_contiguous else array.copy(order="C")
             dtype = np.dtype(value.dtype.numpy)
-            if (type(array) is not np.ndarray or array.dtype is not dtype
-                    or array.shape != value.shape or not array.flags.c_contiguous):
-                array = _checked_input(value, array)
-                array = array if array.flags.c_contiguous else array.copy(order="C")
-                array = array if array.dtype is dtype else array.view(dtype)
-            conformed.append(array)
+            conformed.append(array if array.dtype is dtype else array.view(dtype))
         return tuple(conformed)
 
     def _rerun(self, state, arrays: tuple) -> tuple:

@@ -7,14 +7,13 @@
     table[OUTPUTS]         a tuple of the output arrays, made for the call and written in
                            place, NumPy objects too
     table[ARENA]           the arena (64-byte aligned; temporaries at planned offsets)
-    table[ARRAY_TYPE]      `np.ndarray`, the one type an input may have
-    table[EXPECTED]        the inputs' dtypes and shapes (`expected_inputs`)
-    table[DTYPES ..)       the dtype objects inputs may have, in `checked_dtypes` order
-    then                   large constants (small ones are globals in the module)
+    table[EXPECTED]        what the inputs must be (`expected_inputs`)
+    table[CONSTANTS ..)    large constants (small ones are globals in the module)
 
 `program` first checks that each input is an `np.ndarray` of its planned dtype and shape
 in C order: if one is not, it returns its position plus one and runs nothing (the caller
 makes it so and calls again). Otherwise it returns 0 once it has run the program.
+
 `program` computes every buffer's address once and calls the kernels in order; each
 kernel (a module of its own, `noinline`, named like `k3_mul_add_relu` so it can be found
 in the assembly) calls its loop nests, directly or through `tracegrad_parallel_for`. So a
@@ -49,12 +48,7 @@ from .row_groups import group_rows
 
 ENTRY = "program"
 ALIGNMENT = 64
-INPUTS, OUTPUTS, ARENA, ARRAY_TYPE, EXPECTED, DTYPES = range(6)  # the table's slots (above)
-
-
-def checked_dtypes(dtypes) -> list:
-    """The names of the dtypes among the inputs' `dtypes`, in their table order."""
-    return list(dict.fromkeys(np.dtype(dtype).name for dtype in dtypes))
+INPUTS, OUTPUTS, ARENA, EXPECTED, CONSTANTS = range(5)  # the table's slots (see above)
 
 
 @dataclass
@@ -285,9 +279,8 @@ def _entry(module, kernels: list, layout: Layout) -> None:
             array = _word(b, arrays, objects.tuple_items + i * WORD, f"{buf.name}.object")
             pointers[buf] = _word(b, array, objects.data, buf.name)
     arena = _word(b, table, ARENA * WORD, "arena") if layout.offsets else None
-    constants = DTYPES + len(checked_dtypes(buf.dtype.numpy for buf in layout.inputs))
     for j, buf in enumerate(layout.tables):
-        pointers[buf] = _word(b, table, (constants + j) * WORD, buf.name)
+        pointers[buf] = _word(b, table, (CONSTANTS + j) * WORD, buf.name)
     for buf, offset in layout.offsets.items():
         pointers[buf] = b.gep(arena, [ir.Constant(I64, offset)], inbounds=True,
                               source_etype=I8, name=buf.name)
@@ -307,11 +300,12 @@ def _word(b: ir.IRBuilder, base, offset, name: str = "", typ=PTR):
 
 def expected_inputs(inputs) -> np.ndarray:
     """What `check_inputs` compares the inputs with, from their (shape, dtype) pairs: their
-    count, then per input the table slot of its dtype, its ndim and its dimensions."""
-    dtypes = checked_dtypes(dtype for _, dtype in inputs)
-    words = [len(inputs)]
+    count and the address of `np.ndarray`, then per input the address of NumPy's object
+    for its dtype, its ndim and its dimensions. (Addresses of this process: it is made
+    for each process, never stored.)"""
+    words = [len(inputs), id(np.ndarray)]
     for shape, dtype in inputs:
-        words += [DTYPES + dtypes.index(np.dtype(dtype).name), len(shape), *shape]
+        words += [id(np.dtype(dtype)), len(shape), *shape]
     return np.array(words, dtype=np.int64)
 
 
@@ -332,35 +326,33 @@ def _input_checker(module) -> ir.Function:
                "accepted")}
     b = ir.IRBuilder(blocks["start"])
     arrays = _word(b, table, INPUTS * WORD, "inputs")
-    array_type = _word(b, table, ARRAY_TYPE * WORD, "ndarray")
     expected = _word(b, table, EXPECTED * WORD, "expected")
 
     def expect(index):  # the description's word at `index`
+        index = ir.Constant(I64, index) if isinstance(index, int) else index
         return b.load(b.gep(expected, [index], inbounds=True, source_etype=I64), typ=I64)
 
-    count = expect(ir.Constant(I64, 0))
+    count, array_type = expect(0), expect(1)
     b.branch(blocks["input"])
 
     b.position_at_end(blocks["input"])  # input i, described from word `at` on
     i, at = b.phi(I64, "i"), b.phi(I64, "at")
     i.add_incoming(ir.Constant(I64, 0), blocks["start"])
-    at.add_incoming(ir.Constant(I64, 1), blocks["start"])
+    at.add_incoming(ir.Constant(I64, 2), blocks["start"])
     b.cbranch(b.icmp_unsigned("==", i, count), blocks["accepted"], blocks["array"])
 
     b.position_at_end(blocks["array"])
     items = b.gep(arrays, [ir.Constant(I64, objects.tuple_items)], inbounds=True,
                   source_etype=I8)
     array = b.load(b.gep(items, [i], inbounds=True, source_etype=PTR), typ=PTR, name="array")
-    is_array = b.icmp_unsigned("==", _word(b, array, objects.type), array_type)
+    is_array = b.icmp_unsigned("==", _word(b, array, objects.type, typ=I64), array_type)
     b.cbranch(is_array, blocks["fields"], blocks["refused"])
 
     b.position_at_end(blocks["fields"])
-    dtype_slot = expect(at)
-    ndim = expect(b.add(at, ir.Constant(I64, 1)))
-    dtype = b.load(b.gep(table, [dtype_slot], inbounds=True, source_etype=PTR), typ=PTR)
+    dtype, ndim = expect(at), expect(b.add(at, ir.Constant(I64, 1)))
     flags = _word(b, array, objects.flags, typ=I32)
     planned = _all(b, [
-        b.icmp_unsigned("==", _word(b, array, objects.dtype), dtype),
+        b.icmp_unsigned("==", _word(b, array, objects.dtype, typ=I64), dtype),
         b.icmp_unsigned("==", b.sext(_word(b, array, objects.ndim, typ=I32), I64), ndim),
         b.icmp_unsigned("!=", b.and_(flags, ir.Constant(I32, C_CONTIGUOUS)),
                         ir.Constant(I32, 0))])

@@ -84,9 +84,9 @@ def program_key(graph, fuse: bool, engine) -> str | None:
 class Binding:
     """How a compiled program meets its caller (`NativeProgram` runs from this alone).
 
-    arena_bytes:  the size of the arena (its table entry comes after the outputs')
+    arena_bytes:  the size of the arena
     outputs:      per output array a call makes: (shape, dtype name)
-    tables:       the large constants, in table order after the checked dtypes
+    tables:       the large constants, in table order
     results:      per graph output: ("out", k) | ("in", i) | ("const", array)
     """
 

@@ -42,6 +42,7 @@ def _addindent(text: str, spaces: int) -> str:
     return lines[0] + "\n" + "\n".join(" " * spaces + line for line in lines[1:])
 
 
+_NONE: dict = {}  # not found (a registered None is a value)
 _hook_ids = itertools.count(1)  # keys of forward hooks, in registration order
 
 
@@ -161,12 +162,6 @@ class Module:
 
     # --- registration ---
     def __setattr__(self, name: str, value) -> None:
-        try:
-            self._set_attribute(name, value)
-        finally:
-            changed()  # what guards of compiled calls read may differ now (structure.py)
-
-    def _set_attribute(self, name: str, value) -> None:
         params = self.__dict__.get("_parameters")
         if isinstance(value, Parameter):
             if params is None:
@@ -195,6 +190,7 @@ class Module:
             self._buffers[name] = value
         else:
             object.__setattr__(self, name, value)
+            changed()  # guards of compiled calls may read it (the registries count their own)
 
     def _forget(self, name: str, kept: dict) -> None:
         """Drop `name` from wherever it was registered or stored before, but for `kept`,
@@ -209,9 +205,9 @@ class Module:
     def __getattr__(self, name: str):
         state = self.__dict__
         for registry in ("_parameters", "_buffers", "_modules"):
-            found = state.get(registry)
-            if found is not None and name in found:
-                return found[name]
+            found = state.get(registry, _NONE).get(name, _NONE)  # one lookup: forward's
+            if found is not _NONE:  # `self.weight` pays for each
+                return found
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name: str) -> None:

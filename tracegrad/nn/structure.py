@@ -45,32 +45,28 @@ class Registry(dict):
         changed()
 
     def __ior__(self, other):
-        super().__ior__(other)
-        changed()
+        self.update(other)
         return self
 
     def pop(self, *args):
-        try:
-            return super().pop(*args)
-        finally:
-            changed()
+        value = super().pop(*args)
+        changed()
+        return value
 
     def popitem(self):
-        try:
-            return super().popitem()
-        finally:
-            changed()
+        item = super().popitem()
+        changed()
+        return item
 
     def setdefault(self, key, default=None):
-        try:
-            return super().setdefault(key, default)
-        finally:
-            changed()
+        value = super().setdefault(key, default)
+        changed()
+        return value
 
     def update(self, *args, **kwargs) -> None:
         try:
             super().update(*args, **kwargs)
-        finally:
+        finally:  # it may have changed some entries before it raised
             changed()
 
     def clear(self) -> None:
