@@ -275,11 +275,9 @@ def assert_no_worse_than_numpy(actual, expected, exact, what: str) -> None:
                 f"{distance(a, x):g} from float64, NumPy's float32 {distance(e, x):g}"
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_exp2_of_nonpositive_arguments(dtype):
-    """`mathlib.exp2_nonpositive` (gelu's sigmoid): within an ulp of 2**t down to the
-    subnormals (float32: its own polynomial; float64: exp of t ln2), 0 below them and
-    for -inf, and 0 for nan (its callers carry a nan through other terms)."""
+def _scalar_function(emit, dtype, native_scaling: bool, monkeypatch):
+    """`emit(b, x)` (a `mathlib` function) compiled alone as a C function of one float,
+    with 2**n scaled by `ldexp` (AVX-512's vscalef) or by products of powers of two."""
     import ctypes
 
     from llvmlite import ir
@@ -287,13 +285,30 @@ def test_exp2_of_nonpositive_arguments(dtype):
     from tracegrad.compiler.lower.llvm_types import F32, F64
     from tracegrad.runtime.engine import default_engine
 
+    if native_scaling and not mathlib.scales_natively():
+        pytest.skip("this CPU has no one-instruction ldexp")
+    monkeypatch.setattr(mathlib, "scales_natively", lambda: native_scaling)
     t, c_type = (F32, ctypes.c_float) if dtype is np.float32 else (F64, ctypes.c_double)
     module = ir.Module()
-    function = ir.Function(module, ir.FunctionType(t, [t]), "exp2")
+    function = ir.Function(module, ir.FunctionType(t, [t]), "f")
     b = ir.IRBuilder(function.append_basic_block())
-    b.ret(mathlib.exp2_nonpositive(b, function.args[0]))
-    exp2 = default_engine().compile_module(str(module), ["exp2"]).function(
-        "exp2", c_type, [c_type])
+    b.ret(emit(b, function.args[0]))
+    assert ("llvm.ldexp" in str(module)) == native_scaling
+    return default_engine().compile_module(str(module), ["f"]).function("f", c_type, [c_type])
+
+
+SCALING = pytest.mark.parametrize("native_scaling", [True, False], ids=["ldexp", "products"])
+
+
+@SCALING
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp2_of_nonpositive_arguments(dtype, native_scaling, monkeypatch):
+    """`mathlib.exp2_nonpositive` (gelu's sigmoid): within an ulp of 2**t down to the
+    subnormals (float32: its own polynomial; float64: exp of t ln2), 0 below them and
+    for -inf, and 0 for nan (its callers carry a nan through other terms)."""
+    from tracegrad.compiler.lower import mathlib
+
+    exp2 = _scalar_function(mathlib.exp2_nonpositive, dtype, native_scaling, monkeypatch)
     lowest = np.log2(np.finfo(dtype).smallest_subnormal)
     ts = np.concatenate([-np.geomspace(1e-30, -lowest - 1, 20000),
                          np.linspace(lowest - 9, 0, 20001)]).astype(dtype)
@@ -306,6 +321,28 @@ def test_exp2_of_nonpositive_arguments(dtype):
     assert (np.abs(got - exact) <= allowed * ulp).all(), np.max(np.abs(got - exact) / ulp)
     assert got[ts < lowest - 1].max() == 0
     assert [exp2(v) for v in (0.0, -0.0, -np.inf, np.nan)] == [1.0, 1.0, 0.0, 0.0]
+
+
+@SCALING
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_over_its_whole_range(dtype, native_scaling, monkeypatch):
+    """`mathlib.exp` within 1.5 ulps of e**x from the subnormals to the largest float
+    (float64: and |x| 2**-53 more, as rounding the argument x log2(e) costs), 0 below,
+    inf above, and inf, 0 and nan for inf, -inf and nan."""
+    from tracegrad.compiler.lower import mathlib
+
+    exp = _scalar_function(mathlib.exp, dtype, native_scaling, monkeypatch)
+    info = np.finfo(dtype)
+    lowest, highest = np.log(float(info.smallest_subnormal)), np.log(float(info.max))
+    xs = np.linspace(lowest, highest, 40001).astype(dtype)
+    xs = xs[np.exp(xs.astype(np.longdouble)) < float(info.max)]  # not rounded up past it
+    got = np.array([exp(x) for x in xs], dtype)
+    exact = np.exp(xs.astype(np.longdouble))
+    ulp = np.spacing(exact.astype(dtype)).astype(np.longdouble)
+    allowed = 1.5 + (np.abs(xs) * 2.0 ** -53 / 2.0 ** -52 if dtype is np.float64 else 0)
+    assert (np.abs(got - exact) <= allowed * ulp).all(), np.max(np.abs(got - exact) / ulp)
+    assert [exp(v) for v in (lowest - 2, highest + 1, np.inf, -np.inf)] == [0, np.inf, np.inf, 0]
+    assert np.isnan(exp(np.nan))
 
 
 def test_a_programs_large_outputs_are_placed_behind_its_inputs(cache):

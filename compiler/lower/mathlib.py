@@ -15,8 +15,9 @@ import math
 
 from llvmlite import ir
 
+from ...runtime.once import once
 from ..ops.elementwise import _ERF_T, _ERF_U, _ERFC_P, _ERFC_Q, _ERFC_R, _ERFC_S, ERF_FAR
-from .llvm_types import F32, F64, FAST, I32, I64, call1, call2, like
+from .llvm_types import F32, F64, FAST, I32, I64, call1, call2, intrinsic, like, suffix
 
 # --- small helpers -------------------------------------------------------------------------
 
@@ -73,16 +74,33 @@ def power_of_two(b, n, t):
     return b.bitcast(bits, t)
 
 
+@once
+def scales_natively() -> bool:
+    """Whether this CPU multiplies by 2**n in one instruction (AVX-512's vscalef), which
+    LLVM's `ldexp` then is. Elsewhere LLVM makes `ldexp` a call to the C library per
+    element, so `scale` builds powers of two from integer ops instead. Programs are
+    stored per CPU name and features (`runtime.cache`), so the choice is safe to bake in."""
+    from ...runtime.llvm_steps import llvm_ready
+
+    return "+avx512f" in llvm_ready().host.features.split(",")
+
+
 def scale(b, x, n):
-    """x * 2**n in two steps, so that results down to the subnormals come out right."""
+    """x * 2**n for an integer register n, rounded once, so that results down to the
+    subnormals come out right: `ldexp` where it is one instruction, else two products."""
+    if scales_natively():
+        n = b.trunc(n, I32) if n.type != I32 else n  # |n| is a float's exponent range
+        return intrinsic(b, f"llvm.ldexp.{suffix(x.type)}.i32", x.type, [x, n])
     half = b.ashr(n, like(n, 1))
     return mul(b, mul(b, x, power_of_two(b, half, x.type)),
                power_of_two(b, b.sub(n, half), x.type))
 
 
 def scale_down(b, x, n):
-    """x * 2**n for n <= 0 down to the subnormals, with one rounding: x 2**(n + 64) is
-    exact (a normal number), and the product with 2**-64 rounds once, like `scale`."""
+    """x * 2**n for n <= 0 down to the subnormals, with one rounding: without `ldexp`,
+    x 2**(n + 64) is exact (a normal number), and the product with 2**-64 rounds once."""
+    if scales_natively():
+        return scale(b, x, n)
     bias = 64
     return mul(b, mul(b, x, power_of_two(b, b.add(n, like(n, bias)), x.type)),
                like(x, 2.0 ** -bias))
