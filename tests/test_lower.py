@@ -529,6 +529,43 @@ def test_matmul_throughput_is_reported(cache, capsys):
               f"own loop nest {figures['loops']:.0f} GFLOP/s")
 
 
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_a_small_product_with_b_transposed_copies_a_transposed_where_that_pays(dtype, cache):
+    """`a @ b^T` (nn.Linear's forward) below `TRANSPOSED_COPY_BELOW` multiply-adds, with
+    n of at least `TRANSPOSED_COPY_LEAST_N` and a of at most `TRANSPOSED_COPY_BYTES`,
+    runs as `(a^T)^T @ b^T` on a transposed copy of a (`matmul.py`); every other product
+    as it is. Either way the result is NumPy's to round-off, batched or not."""
+    from tracegrad.compiler.lower import matmul
+
+    size = 4 if dtype == "f32" else 8
+    cases = {  # (a's shape, b's shape as stored): copied?
+        ((32, 64), (128, 64)): True,
+        ((3, 8, 64), (64, 64)): True,  # batch rows folded into m: 24 x 64 x 64
+        ((2, 16, 64), (2, 48, 64)): True,  # one product per batch entry, a copy each
+        ((32, 128), (10, 128)): False,  # n = 10: the copy would cost what it gains
+        ((matmul.TRANSPOSED_COPY_BYTES // size // 64 + 1, 64), (32, 64)): False,  # a too big
+        ((128, 128), (256, 128)): False,  # 2^22 multiply-adds: OpenBLAS packs, no gain
+    }
+    rng = np.random.default_rng(0)
+    for (a_shape, b_shape), copied in cases.items():
+        m, k, n = int(np.prod(a_shape[:-1])) if len(b_shape) == 2 else a_shape[-2], \
+            a_shape[-1], b_shape[-2]
+        assert matmul.copies_a_transposed(m, n, k, size, False, True) == copied
+        dims = ", ".join(map(str, (*range(len(b_shape) - 2), len(b_shape) - 1,
+                                    len(b_shape) - 2)))
+        graph = parse_graph(
+            f"def f(x0: {dtype}[{','.join(map(str, a_shape))}], "
+            f"x1: {dtype}[{','.join(map(str, b_shape))}]):\n"
+            f"    v0 = permute(x1, dims=({dims}))\n    v1 = matmul(x0, v0)\n"
+            f"    return (v1,)")
+        a, b = (rng.standard_normal(s).astype(dtype.replace("f", "float")) for s in
+                (a_shape, b_shape))
+        program = native(graph, cache)
+        assert ("a_transposed" in program.ir) == copied, (a_shape, b_shape)
+        assert_matches(program.run(a, b), [a @ np.swapaxes(b, -1, -2)], str(a_shape),
+                       rtol=1e-5 if dtype == "f32" else 1e-12)
+
+
 # --- row groups: nests over the same rows run a chunk of rows at a time -------------------
 
 def test_row_local_reads_only_the_row_of_the_iteration():
