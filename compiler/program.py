@@ -72,9 +72,11 @@ class Program:
             return [False] * len(self.graph.outputs)
         return self.native.fresh_outputs()
 
-    def run(self, *arrays):
+    def run(self, *arrays, into=None):
+        """The graph's outputs; `into` gives arrays to write outputs into (see
+        `NativeProgram`), which the interpreter, making its own, does not need."""
         if self.native is not None:
-            return self.native.run(*arrays)
+            return self.native.run(*arrays, into=into)
         return run_schedule(self.schedule, self.plan, *arrays)
 
     def describe(self) -> str:

@@ -96,8 +96,18 @@ def empty_behind(shape: tuple[int, ...], dtype, offset: int, rank: int) -> np.nd
     within its page: a program's ``rank``-th large output (the first ``SPREAD`` differ in
     their cache sets too; later ones share, rather than reach round the page to just
     ahead of the inputs). It is a view of a block one page larger."""
-    start = offset - rank % SPREAD * ALIGNMENT
-    return aligned_bytes(nbytes(shape, dtype), PAGE, start).view(dtype).reshape(shape)
+    return aligned_bytes(nbytes(shape, dtype), PAGE, _start(offset, rank)).view(dtype) \
+        .reshape(shape)
+
+
+def is_behind(array: np.ndarray, offset: int, rank: int) -> bool:
+    """Whether ``array`` starts where ``empty_behind(..., offset, rank)`` would start one:
+    an array given back to be written again must be placed as a new one would be."""
+    return data_pointer(array) % PAGE == _start(offset, rank)
+
+
+def _start(offset: int, rank: int) -> int:
+    return (offset - rank % SPREAD * ALIGNMENT) % PAGE
 
 
 class Arena:

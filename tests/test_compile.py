@@ -152,6 +152,89 @@ def test_written_back_parameters_stay_shared_with_whoever_holds_their_memory():
     assert len(compiled_step.variants) == 1 and compiled_step.fallback_reason is None
 
 
+def _gradient_step(tensors, accumulate=False, guard=False):
+    def step(scale):
+        if not accumulate:
+            for t in tensors:
+                t.grad = None
+        x, w, b = tensors
+        loss = ((x * w).sum() + (b * b).sum()) * scale
+        if guard and bool(loss > 1e9):  # a value guard: never true here
+            loss = loss * 2
+        loss.backward()
+
+    return step
+
+
+def _large_tensors(seed):
+    # 2^17 floats (512 KiB: placed behind the inputs) and 2^15 (128 KiB: a plain array)
+    rng = np.random.default_rng(seed)
+    return [torch.tensor(rng.standard_normal(n).astype(np.float32), requires_grad=True)
+            for n in (1 << 17, 1 << 17, 1 << 15)]
+
+
+HOLDERS = {  # ways to hold on to a gradient: what is held, and the values it must keep
+    "tensor": lambda grad: grad,
+    "numpy": lambda grad: grad.numpy(),
+    "view": lambda grad: grad.numpy()[::3],  # its base is the gradient's own base
+}
+
+
+def test_a_gradient_nobody_else_holds_is_written_into_again_and_a_held_one_never():
+    """A step that sets `.grad` to None and makes it anew writes the new gradient into
+    the old one's array when nobody else can see that array (`compiled_variant.
+    _recycling`): results as eager's, and whoever holds an old gradient (its tensor, its
+    `.numpy()`, a view of it) keeps its values. A read-only array is never written."""
+    eager, compiled = _large_tensors(0), _large_tensors(0)
+    eager_step, compiled_step = _gradient_step(eager), torch.compile(_gradient_step(compiled))
+    scenarios = [(None, 0)] * 3 + [("tensor", 2), ("numpy", 1), ("view", 0), ("read-only", 1),
+                                   ("read-only", 2), (None, 0)]
+    for i, (scenario, k) in enumerate(scenarios):  # k: whose gradient is held this time
+        held = values = None
+        if scenario == "read-only":  # no reference is kept
+            compiled[k].grad.numpy().setflags(write=False)
+        elif scenario is not None:
+            held = HOLDERS[scenario](compiled[k].grad)
+            values = np.array(held.numpy() if scenario == "tensor" else held)
+        before = [weakref.ref(t.grad.numpy()) if t.grad is not None else None
+                  for t in compiled]
+        eager_step(torch.tensor(0.5 + i))
+        compiled_step(torch.tensor(0.5 + i))
+        for p, q in zip(compiled, eager):
+            assert_close(p.grad, q.grad)
+        if held is not None:
+            np.testing.assert_array_equal(held.numpy() if scenario == "tensor" else held,
+                                          values, err_msg=f"a held {scenario} changed")
+        # the first call traces; the second takes eager's arrays, but for the large ones,
+        # which are not placed behind the inputs as the program places them
+        for j, t in enumerate(compiled):
+            recycled = before[j] is not None and before[j]() is t.grad.numpy()
+            assert recycled == (i >= (1 if j == 2 else 2) and (scenario is None or j != k)), \
+                (i, scenario, j)
+        del held
+    assert len(compiled_step.variants) == 1 and compiled_step.fallback_reason is None
+
+
+@pytest.mark.parametrize("how", ["guard"])
+def test_gradients_are_not_written_into_when_the_program_reads_them_or_a_guard_may_fail(how):
+    """Accumulating into `.grad` reads the old gradient (the program must not write what
+    it reads); with a value guard, a guard failing after the call must find the old
+    gradients as they were."""
+    eager, compiled = _large_tensors(1), _large_tensors(1)
+    options = {how: True}
+    eager_step, compiled_step = _gradient_step(eager, **options), \
+        torch.compile(_gradient_step(compiled, **options))
+    for i in range(4):
+        before = [weakref.ref(t.grad.numpy()) if t.grad is not None else None
+                  for t in compiled]
+        eager_step(torch.tensor(1.0 + i))
+        compiled_step(torch.tensor(1.0 + i))
+        for j, (p, q) in enumerate(zip(compiled, eager)):
+            assert_close(p.grad, q.grad)
+            assert before[j] is None or before[j]() is not p.grad.numpy()
+    assert len(compiled_step.variants) == 1
+
+
 def test_weight_decay_switched_on_takes_the_other_branch():
     """`if weight_decay != 0` in the update rule is a guard on the Python number, checked
     before each call: switching it on traces anew instead of reusing the branch."""

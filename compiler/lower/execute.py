@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from ...runtime.buffers import PAGE, empty_behind, nbytes, offset_behind
+from ...runtime.buffers import PAGE, empty_behind, is_behind, nbytes, offset_behind
 from ..interpret import _checked_input
 from ..ir import Graph, Value
 from ..ops import PRIMITIVES
@@ -289,27 +289,42 @@ class NativeProgram:
         wrong) and the program called again. Each call owns a state (buffer table and
         arena) while it runs: it takes a free one or makes one, and gives it back.
         ctypes releases the GIL during the native call, so concurrent calls run in
-        parallel and never share an arena, with no lock held (`list.pop` is atomic)."""
+        parallel and never share an arena, with no lock held (`list.pop` is atomic).
+
+        `into`, if given, has per output None or an array the caller gives up to be that
+        output instead of a new one: C-ordered, of the output's shape and dtype,
+        writeable, no input's memory, and seen by nobody else (the program writes it
+        without reading it). A large output's array is taken only where a new one would
+        be placed (`runtime.buffers.is_behind`)."""
         n = len(self._inputs)
         env = {"empty": np.empty, "copy": np.array, "id": id, "states": self._states,
                "new_state": self._new_state, "call": self._function, "rerun": self._rerun,
                "conform": self._conform, "count": self._wrong_count}
-        lines = ["def run(*arrays):", f"    if len(arrays) != {n}:", "        count(arrays)"]
+        lines = ["def run(*arrays, into=None):", f"    if len(arrays) != {n}:",
+                 "        count(arrays)"]
         streamed = [i for i, (shape, dtype) in enumerate(self._inputs)
                     if nbytes(shape, dtype) >= PAGE]
         placed = [k for k, (shape, dtype) in enumerate(self._outputs)
                   if streamed and nbytes(shape, dtype) >= PLACED_OUTPUT_BYTES]
         if placed:  # see `runtime.buffers`: large outputs go behind the inputs in the page,
             # which needs the inputs' addresses first (a microsecond is nothing here)
-            env["offset_behind"], env["empty_behind"] = offset_behind, empty_behind
+            env.update(offset_behind=offset_behind, empty_behind=empty_behind,
+                       is_behind=is_behind)
             read = "".join(f"arrays[{i}], " for i in streamed)
             lines += ["    arrays = conform(arrays)", f"    behind = offset_behind(({read}))"]
-        made = []
+        made, given = [], []
         for k, (shape, dtype) in enumerate(self._outputs):
             env[f"O{k}"], env[f"E{k}"] = shape, np.dtype(dtype)
-            made.append(f"empty_behind(O{k}, E{k}, behind, {placed.index(k)})" if k in placed
-                        else f"empty(O{k}, E{k})")
-        lines += [f"    outs = ({''.join(m + ', ' for m in made)})",
+            if k in placed:
+                rank = placed.index(k)
+                made.append(f"empty_behind(O{k}, E{k}, behind, {rank})")
+                given.append(f"into[{k}] if into[{k}] is not None and "
+                             f"is_behind(into[{k}], behind, {rank}) else {made[-1]}")
+            else:
+                made.append(f"empty(O{k}, E{k})")
+                given.append(f"into[{k}] if into[{k}] is not None else {made[-1]}")
+        lines += ["    if into is None:", f"        outs = ({''.join(m + ', ' for m in made)})",
+                  "    else:", f"        outs = ({''.join(g + ', ' for g in given)})",
                   "    try:", "        state = states.pop()", "    except IndexError:",
                   "        state = new_state()", "    try:", "        table = state[0]",
                   f"        table[{INPUTS}] = id(arrays)", f"        table[{OUTPUTS}] = id(outs)",
