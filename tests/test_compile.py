@@ -215,7 +215,7 @@ def test_a_gradient_nobody_else_holds_is_written_into_again_and_a_held_one_never
     assert len(compiled_step.variants) == 1 and compiled_step.fallback_reason is None
 
 
-@pytest.mark.parametrize("how", ["guard"])
+@pytest.mark.parametrize("how", ["accumulate", "guard"])
 def test_gradients_are_not_written_into_when_the_program_reads_them_or_a_guard_may_fail(how):
     """Accumulating into `.grad` reads the old gradient (the program must not write what
     it reads); with a value guard, a guard failing after the call must find the old
@@ -231,7 +231,55 @@ def test_gradients_are_not_written_into_when_the_program_reads_them_or_a_guard_m
         compiled_step(torch.tensor(1.0 + i))
         for j, (p, q) in enumerate(zip(compiled, eager)):
             assert_close(p.grad, q.grad)
-            assert before[j] is None or before[j]() is not p.grad.numpy()
+            if how == "guard":  # (accumulating adds in place, into the same array)
+                assert before[j] is None or before[j]() is not p.grad.numpy()
+    # accumulating: the first call found no .grad, the later ones one to add to
+    assert len(compiled_step.variants) == (2 if how == "accumulate" else 1)
+
+
+def test_whether_a_tensor_came_with_a_grad_is_part_of_what_a_call_was_traced_with():
+    """Backward adds to a `.grad` that is there and makes one that is not, and an
+    optimizer skips parameters without one: a call traced one way must not run for a call
+    that comes the other way (it would replace an accumulated gradient, or skip an
+    update). Setting `.grad` first (`zero_grad`) makes the call not depend on it."""
+    def accumulate(x, w):
+        (x * w).sum().backward()
+
+    eager_w, compiled_w = (torch.tensor([1.0, -2.0, 3.0], requires_grad=True) for _ in "ab")
+    compiled_accumulate = torch.compile(accumulate)
+    for i in range(4):  # no .grad, then one to add to: 2 variants, eager's sums
+        x = torch.tensor([0.5, 1.0 + i, -1.0])
+        accumulate(x, eager_w)
+        compiled_accumulate(x, compiled_w)
+        assert_close(compiled_w.grad, eager_w.grad)
+    assert len(compiled_accumulate.variants) == 2
+    compiled_w.grad = eager_w.grad = None  # and back: the first variant again
+    accumulate(x, eager_w)
+    compiled_accumulate(x, compiled_w)
+    assert_close(compiled_w.grad, eager_w.grad)
+    assert len(compiled_accumulate.variants) == 2
+
+    eager_model, compiled_model = make_model(), make_model()
+    eager_opt = torch.optim.SGD(eager_model.parameters(), lr=0.1)
+    compiled_opt = torch.optim.SGD(compiled_model.parameters(), lr=0.1)
+    compiled_update = torch.compile(compiled_opt.step)
+    for i in range(3):  # an update alone: the first call finds no gradients at all
+        if i:
+            for model in (eager_model, compiled_model):
+                x, y = batch(i)
+                F.cross_entropy(model(x), y).backward()
+        eager_opt.step()
+        compiled_update()
+        for p, q in zip(compiled_model.parameters(), eager_model.parameters()):
+            assert_close(p, q)
+    assert "grad" in [kind for kind, _, _ in compiled_update.variants[-1].describe_guards()
+                      ["values"]]
+
+    eager_step = make_step(eager_model, eager_opt)  # zero_grad first: one variant
+    compiled_step = torch.compile(make_step(compiled_model, compiled_opt))
+    for i in range(3):
+        x, y = batch(i)
+        assert_close(compiled_step(x, y), eager_step(x, y))
     assert len(compiled_step.variants) == 1
 
 

@@ -125,9 +125,9 @@ class Variant:
         written = len(trace.writes) + sum(v is not None for _, v in trace.grad_writes)
         self.guards_start = self.result_count + written
         self.saved_start = self.guards_start + len(trace.guards)
-        self.run = self._runner(inputs, env)
+        self.run = self._runner(inputs, env, paths)
 
-    def _runner(self, inputs: list, env: dict):
+    def _runner(self, inputs: list, env: dict, paths: dict):
         """`run`, written out for this variant (see the class docstring)."""
         trace = self.trace
         expressions = [expression for expression, _ in inputs]
@@ -151,6 +151,12 @@ class Variant:
             lines += [f"    if (float(HT{j}[HK{j}]) != 0) is not {observed}:",
                       f"        return changed({j})"]
         env["changed"] = self._hyperparameter_changed
+        for j, (tensor, present) in enumerate(trace.grad_tests):
+            env[f"GT{j}"] = tensor
+            subject = paths.get(id(tensor), f"GT{j}")  # an argument: this call's tensor
+            lines += [f"    if ({subject}._grad is None) is {present}:",
+                      f"        return grad_changed({j})"]
+        env["grad_changed"] = self._grad_changed
         lines.append("    try:")
         lines += [f"        {n} = {e}" for n, e in zip(names, expressions)]
         into = self._recycled_gradients(fresh, env)
@@ -241,6 +247,13 @@ class Variant:
                         f"took the branch for {'non-zero' if observed else 'zero'}")
         return GUARD_FAILED
 
+    def _grad_changed(self, j: int):
+        _, present = self.trace.grad_tests[j]
+        self.failure = (f"a tensor's .grad is {'None' if present else 'set'}; the call was "
+                        f"traced with it {'set' if present else 'None'}, and the function "
+                        f"looked (backward accumulates into a .grad that is set)")
+        return GUARD_FAILED
+
     def _guards_hold(self, outputs) -> bool:
         for guard, got in zip(self.trace.guards, outputs[self.guards_start:self.saved_start]):
             if _python_value(got, guard.kind) != guard.observed:
@@ -269,6 +282,8 @@ class Variant:
     def describe_guards(self) -> dict:
         tests = [("hyperparameter", f"{key!r} != 0 was {observed}", None)
                  for _, key, observed in self.trace.hyperparameter_tests]
+        tests += [("grad", f".grad was {'set' if present else 'None'}", None)
+                  for _, present in self.trace.grad_tests]
         return {"signature": self.key, "captured": [path for path, _ in self.reach],
                 "values": [(g.kind, g.observed, g.loc) for g in self.trace.guards] + tests,
                 "checks": self.guard.source}

@@ -206,8 +206,10 @@ class Tensor:
                 ".retain_grad() on the non-leaf Tensor. If you access the non-leaf Tensor by "
                 "mistake, make sure you access the leaf Tensor instead.", UserWarning,
                 stacklevel=2)
-        if _trace.tracer is not None and self._grad is not None:
-            _trace.tracer.note_grad_of(self, self._grad)
+        if _trace.tracer is not None:
+            _trace.tracer.observe_grad(self)
+            if self._grad is not None:
+                _trace.tracer.note_grad_of(self, self._grad)
         return self._grad
 
     @grad.setter
@@ -221,7 +223,16 @@ class Tensor:
                 raise op_error(RuntimeError, "grad", "assigned grad has data of a different "
                                + ("size" if value._data.shape != self._data.shape else "type"),
                                (self, value))
+        if _trace.tracer is not None:
+            _trace.tracer.note_grad_set(self)
         self._grad = value
+
+    def _has_grad(self) -> bool:
+        """Whether this tensor has a `.grad`, for library code that branches on it (a
+        trace notes the answer, `Tracer.observe_grad`)."""
+        if _trace.tracer is not None:
+            _trace.tracer.observe_grad(self)
+        return self._grad is not None
 
     def _accumulator(self) -> AccumulateGrad:
         """This leaf's AccumulateGrad node (one per leaf while a graph uses it)."""

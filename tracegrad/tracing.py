@@ -83,6 +83,9 @@ class Trace:
     # (container, key, whether container[key] != 0): branches an update rule took on a
     # hyperparameter, checked in Python before each call (`Tracer.hyperparameter_nonzero`)
     hyperparameter_tests: list = field(default_factory=list)
+    # (tensor, whether it had a .grad): what the function saw of the .grad a tensor came
+    # with, checked in Python before each call (`Tracer.observe_grad`)
+    grad_tests: list = field(default_factory=list)
 
 
 @dataclass
@@ -102,6 +105,8 @@ class Tracer:
     guards: list = field(default_factory=list)
     hyperparameters: list = field(default_factory=list)
     hyperparameter_tests: list = field(default_factory=list)
+    grad_tests: list = field(default_factory=list)
+    grads_set: set = field(default_factory=set)  # ids of tensors whose .grad the function set
     broken: str | None = None
     saw_backward: bool = False
 
@@ -183,6 +188,23 @@ class Tracer:
         if not self.broken:
             self.guards.append(ValueGuard(self.value_of(tensor), observed, kind,
                                           _user_location()))
+
+    def observe_grad(self, tensor: Tensor) -> None:
+        """The function looked at whether `tensor` has a `.grad` (backward about to
+        accumulate into it, an optimizer skipping parameters without one). While that is
+        still the `.grad` the tensor came with, what the function did depends on it: a
+        later call must come with a `.grad` too, or without one, as this one did."""
+        key = id(tensor)
+        if key in self.grads_set or key in self.made or \
+                tensor._grad is not self.grads_before.get(key, tensor._grad) or \
+                any(t is tensor for t, _ in self.grad_tests):
+            return  # the function's own .grad, or already noted
+        self.keep[key] = tensor
+        self.grad_tests.append((tensor, tensor._grad is not None))
+
+    def note_grad_set(self, tensor: Tensor) -> None:
+        """The function set `tensor.grad`: what it sees of it from now on is its own."""
+        self.grads_set.add(id(tensor))
 
     def note_grad_of(self, owner: Tensor, grad: Tensor) -> None:
         """`grad` was read as `owner.grad`: if it becomes an input, bind it through
@@ -290,7 +312,8 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
     return Trace(tracer.builder.build(), tracer.captured,
                  tracer.random_inputs, writes, grad_writes, tracer.guards,
                  tracer.hyperparameters, outputs, tracer.broken, tracer.saw_backward,
-                 arguments, tracer, hyperparameter_tests=tracer.hyperparameter_tests)
+                 arguments, tracer, hyperparameter_tests=tracer.hyperparameter_tests,
+                 grad_tests=tracer.grad_tests)
 
 
 def is_scalar(x) -> bool:

@@ -73,7 +73,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         for t, g in zip(inputs, captured):
             if t.grad_fn is not None and g is not None:
                 g = g if create_graph else g.detach()
-                t._grad = g if t._grad is None else t._grad + g
+                t._grad = t._grad + g if t._has_grad() else g
     else:
         run_backward(outputs, grads, retain, create_graph, inputs=inputs, allow_unused=True)
 

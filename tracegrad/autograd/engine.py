@@ -197,7 +197,7 @@ def _accumulate(leaf, g, create_graph: bool, owned: set) -> None:
         raise RuntimeError(f"Function AccumulateGrad returned an invalid gradient - got "
                            f"{list(g.shape)} but expected shape compatible with "
                            f"{list(leaf.shape)}")
-    if leaf._grad is None:
+    if not leaf._has_grad():
         leaf._grad = g if create_graph else _owned_copy(g, owned)
     elif create_graph or leaf._grad._requires_grad:
         leaf._grad = leaf._grad + g

@@ -543,11 +543,9 @@ class Module:
             None
         """
         for p in self.parameters():
-            if p._grad is None:
-                continue
-            if set_to_none:
-                p._grad = None
-            else:
+            if set_to_none:  # whether it had one or not (a trace need not know)
+                p.grad = None
+            elif p._has_grad():
                 p._grad = p._grad.detach() if p._grad.grad_fn is not None else p._grad
                 p._grad.zero_()
 

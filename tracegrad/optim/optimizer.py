@@ -140,11 +140,9 @@ class Optimizer:
         """
         for group in self.param_groups:
             for p in group["params"]:
-                if p._grad is None:
-                    continue
-                if set_to_none:
-                    p._grad = None
-                else:
+                if set_to_none:  # whether it had one or not (a trace need not know)
+                    p.grad = None
+                elif p._has_grad():
                     if p._grad.grad_fn is not None:
                         p._grad = p._grad.detach()
                     p._grad.zero_()
@@ -177,7 +175,7 @@ class Optimizer:
                 loss = closure()
         with no_grad():
             for group in self.param_groups:
-                params = [p for p in group["params"] if p._grad is not None]
+                params = [p for p in group["params"] if p._has_grad()]
                 if params:
                     self._update_group(group, params)
         return loss
