@@ -258,6 +258,25 @@ def test_whether_a_tensor_came_with_a_grad_is_part_of_what_a_call_was_traced_wit
     compiled_accumulate(x, compiled_w)
     assert_close(compiled_w.grad, eager_w.grad)
     assert len(compiled_accumulate.variants) == 2
+    for i in range(2):  # a new .grad tensor each time: added to, the old one left alone
+        old = compiled_w.grad
+        kept = old.numpy().copy()
+        eager_w.grad, compiled_w.grad = (torch.tensor([10.0 * i, 1.0, -1.0]) for _ in "ab")
+        accumulate(x, eager_w)
+        compiled_accumulate(x, compiled_w)
+        assert_close(compiled_w.grad, eager_w.grad)
+        np.testing.assert_array_equal(old.numpy(), kept)
+
+    def halve(w):  # the function's own read of .grad, changed in place
+        w.grad.mul_(0.5)
+
+    compiled_halve = torch.compile(halve)
+    for i in range(3):
+        eager_w.grad, compiled_w.grad = (torch.tensor([2.0 + i, 4.0, -8.0]) for _ in "ab")
+        halve(eager_w)
+        compiled_halve(compiled_w)
+        assert_close(compiled_w.grad, eager_w.grad)
+    assert len(compiled_halve.variants) == 1
 
     eager_model, compiled_model = make_model(), make_model()
     eager_opt = torch.optim.SGD(eager_model.parameters(), lr=0.1)

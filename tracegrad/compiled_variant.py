@@ -170,10 +170,17 @@ class Variant:
         if trace.guards:
             lines += ["    if not guards_hold(out):", "        return GUARD_FAILED"]
         env["refcount"] = sys.getrefcount
+        owners = trace.tracer.grad_owners
         for j, (tensor, _) in enumerate(trace.writes):
-            env[f"W{j}"] = tensor
+            owner = owners.get(id(tensor))
+            if owner is None:
+                env[f"W{j}"] = tensor
+                lines.append(f"    w = W{j}")
+            else:  # a .grad changed in place: the one its owner has now, as it was read
+                env[f"WO{j}"] = owner
+                lines.append(f"    w = WO{j}._grad")
             k = self.result_count + j
-            lines += [f"    old = W{j}._data", "    forget(old)"]
+            lines += ["    old = w._data", "    forget(old)"]
             copy = f"copyto(old, out[{k}], casting='unsafe')"
             if self._may_take_over(k, tensor, fresh):
                 # The tensor takes the program's new array instead of a copy of it when
@@ -184,12 +191,12 @@ class Variant:
                 # a copy leaves; only the address changes, and nobody holds the old array.
                 held = 3 + sum(source is tensor for _, source in inputs)
                 lines += [f"    if refcount(old) == {held} and old.base is None:",
-                          f"        W{j}._data = out[{k}]",
+                          f"        w._data = out[{k}]",
                           "    else:",
                           f"        {copy}"]
             else:
                 lines.append(f"    {copy}")
-            lines.append(f"    W{j}._version[0] += 1")
+            lines.append("    w._version[0] += 1")
         position = self.result_count + len(trace.writes)
         for j, (tensor, value) in enumerate(trace.grad_writes):
             env[f"G{j}"] = tensor

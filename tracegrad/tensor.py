@@ -228,10 +228,13 @@ class Tensor:
         self._grad = value
 
     def _has_grad(self) -> bool:
-        """Whether this tensor has a `.grad`, for library code that branches on it (a
-        trace notes the answer, `Tracer.observe_grad`)."""
+        """Whether this tensor has a `.grad`, for library code that branches on it and
+        then uses it: a trace notes the answer (`Tracer.observe_grad`) and, as `.grad`
+        does, whose `.grad` it is."""
         if _trace.tracer is not None:
             _trace.tracer.observe_grad(self)
+            if self._grad is not None:
+                _trace.tracer.note_grad_of(self, self._grad)
         return self._grad is not None
 
     def _accumulator(self) -> AccumulateGrad:
