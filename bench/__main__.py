@@ -161,12 +161,16 @@ def call_overhead(compiled) -> float:
     what guards, binding and write-back cost."""
     program = compiled.variants[0].trace.program
     outputs = program.run(*[source((), {}) for source in compiled.variants[0].sources])
-    program.run = lambda *arrays: outputs  # an instance attribute shadows the method
+    program.run = lambda *arrays, into=None: outputs  # an attribute shadows the method
+    variants = len(compiled.variants)
     try:
         count = calibrate(compiled)
         return statistics.median(time_batch(compiled, count) for _ in range(5))
     finally:
         del program.run
+        if len(compiled.variants) != variants or compiled.fallback_reason:
+            raise RuntimeError(f"measuring the overhead made the compiled step trace anew: "
+                               f"{compiled.variants[0].failure}")
 
 
 def format_time(seconds: float) -> str:
