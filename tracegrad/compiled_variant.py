@@ -160,8 +160,8 @@ class Variant:
         lines.append("    try:")
         lines += [f"        {n} = {e}" for n, e in zip(names, expressions)]
         into = self._recycled_gradients(fresh, env)
-        for k, j in into.items():
-            lines += _recycling(j, k)
+        for j in into.values():
+            lines += _recycling(j)
         given = "".join(f"a{into[k]}, " if k in into else "None, "
                         for k in range(len(self.graph.outputs)))
         lines += [f"        out = P.run({', '.join(names)}{f', into=({given})' if into else ''})",
@@ -299,15 +299,15 @@ class Variant:
 # Gradients this large are written into the arrays of the gradients they replace when
 # nobody else holds those: a training step's memory then stays the same blocks from one
 # call to the next, and in cache. (With a new array per call, the old gradients live until
-# the write-back, and the step touches twice their memory: the gelu step's 3 x 4 MiB of
-# gradients then took 430 us a call where its program takes 355.) Below this size a new
-# array costs about what the checks do.
+# the write-back, and the step touches twice their memory: the gelu step, 3 x 4 MiB of
+# gradients, then took 440 us a call where its program alone takes 305.) Below this size
+# a new array costs about what the checks do.
 RECYCLED_BYTES = 1 << 16
 
 
-def _recycling(j: int, k: int) -> list:
+def _recycling(j: int) -> list:
     """Lines of a variant's `run` that set `a{j}` to the array of `G{j}`'s old gradient if
-    the program may write output k into it, else to None. It may if nobody else can see
+    the program may write the new one into it, else to None. It may if nobody else can see
     that array: the old `.grad` tensor is held only by its owner's attribute (and the
     local `g` and `refcount`'s argument), its array only by that tensor, and the memory
     only by that array, or by it and the block it is a view of (a placed output,
