@@ -165,12 +165,14 @@ def call_overhead(compiled) -> float:
     variants = len(compiled.variants)
     try:
         count = calibrate(compiled)
-        return statistics.median(time_batch(compiled, count) for _ in range(5))
+        overhead = statistics.median(time_batch(compiled, count) for _ in range(5))
     finally:
         del program.run
-        if len(compiled.variants) != variants or compiled.fallback_reason:
-            raise RuntimeError(f"measuring the overhead made the compiled step trace anew: "
-                               f"{compiled.variants[0].failure}")
+    if len(compiled.variants) != variants or compiled.fallback_reason:
+        reasons = [v.failure for v in compiled.variants if v.failure]
+        raise RuntimeError(f"measuring the overhead made the compiled step trace anew: "
+                           f"{compiled.fallback_reason or reasons}")
+    return overhead
 
 
 def format_time(seconds: float) -> str:

@@ -124,3 +124,109 @@ def test_a_compiled_step_follows_eager_whatever_changes_between_calls(kind, seed
         assert len(compiled_held) == len(eager_held)
         for h, (a, b) in enumerate(zip(compiled_held, eager_held)):
             assert_same(a, b, f"{what}: held gradient {h}")
+
+
+# --- cases found in review, each once silently wrong ---------------------------------------
+
+def _twins(make):
+    """(eager, compiled) of `make()`'s (state, function): two copies of the same state."""
+    eager_state, eager_fn = make()
+    compiled_state, compiled_fn = make()
+    return eager_state, eager_fn, compiled_state, torch.compile(compiled_fn)
+
+
+@pytest.mark.parametrize("returned", ["the loss twice", "an argument"])
+def test_new_gradients_go_into_their_own_old_arrays_whatever_the_step_returns(returned):
+    """Outputs the program makes are not the graph's outputs one for one (a result twice,
+    an input passed through): each old gradient must meet its own new one."""
+    def make():
+        rng = np.random.default_rng(0)
+        w1, w2 = (torch.tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True)
+                  for s in ((128, 128), (128, 256)))  # gradients of 64 and 128 KiB
+
+        def step(x):
+            w1.grad = w2.grad = None
+            loss = ((x @ w1) @ w2).sum()
+            loss.backward()
+            return (loss, loss) if returned == "the loss twice" else (loss.detach(), x)
+
+        return [w1, w2], step
+
+    eager, eager_step, compiled, compiled_step = _twins(make)
+    x = torch.tensor(np.random.default_rng(1).standard_normal((4, 128)).astype(np.float32))
+    for _ in range(4):
+        eager_step(x)
+        compiled_step(x)
+        for p, q in zip(compiled, eager):
+            assert_same(p.grad, q.grad, f"{returned}: .grad")
+    assert len(compiled_step.variants) == 1
+
+
+def test_a_step_changes_the_tensors_of_this_call_not_those_it_was_traced_with():
+    """Tensors passed as arguments may be other tensors on each call: their values,
+    `.grad` and in-place changes are this call's."""
+    def step(w, x):
+        (w * x).sum().backward()
+        w.grad.mul_(2.0)
+        with torch.no_grad():
+            w.add_(1.0)
+
+    compiled_step = torch.compile(step)
+    x = torch.tensor([1.0, 2.0])
+    for i in range(3):
+        eager_w, compiled_w = (torch.tensor([1.0, 1.0 + i], requires_grad=True) for _ in "ab")
+        step(eager_w, x)
+        compiled_step(compiled_w, x)
+        assert_same(compiled_w, eager_w, f"call {i}: the argument")
+        assert_same(compiled_w.grad, eager_w.grad, f"call {i}: its .grad")
+    assert len(compiled_step.variants) == 1
+
+
+def test_a_gradient_the_function_holds_itself_stays_apart_from_a_new_grad():
+    """A closure holding an old `.grad` and the optimizer reading `.grad` meet one tensor
+    only while it is still the `.grad`."""
+    def make():
+        w = torch.ones(3, requires_grad=True)
+        w.grad = torch.ones(3)
+        held = w.grad
+        optimizer = torch.optim.SGD([w], lr=0.1)
+
+        def step():
+            held.mul_(0.5)
+            optimizer.step()
+
+        return (w, held), step
+
+    (eager_w, eager_held), eager_step, (compiled_w, compiled_held), compiled_step = \
+        _twins(make)
+    for i in range(4):
+        if i == 2:
+            eager_w.grad, compiled_w.grad = torch.full((3,), 10.0), torch.full((3,), 10.0)
+        eager_step()
+        compiled_step()
+        for a, b, what in ((compiled_w, eager_w, "w"), (compiled_w.grad, eager_w.grad, ".grad"),
+                           (compiled_held, eager_held, "the held gradient")):
+            assert_same(a, b, f"call {i}: {what}")
+
+
+def test_zero_grad_clears_the_grad_of_a_parameter_the_loss_does_not_reach():
+    def make():
+        w, unused = torch.ones(3, requires_grad=True), torch.ones(3, requires_grad=True)
+        optimizer = torch.optim.SGD([w, unused], lr=0.1)
+
+        def step(x):
+            optimizer.zero_grad()
+            (w * x).sum().backward()
+            optimizer.step()
+
+        return (w, unused), step
+
+    (_, eager_unused), eager_step, (_, compiled_unused), compiled_step = _twins(make)
+    x = torch.ones(3)
+    for i in range(4):
+        if i >= 2:
+            eager_unused.grad, compiled_unused.grad = torch.ones(3), torch.ones(3)
+        eager_step(x)
+        compiled_step(x)
+        assert compiled_unused.grad is None and eager_unused.grad is None, i
+    assert len(compiled_step.variants) == 1

@@ -152,16 +152,20 @@ class Variant:
                       f"        return changed({j})"]
         env["changed"] = self._hyperparameter_changed
         for j, (tensor, present) in enumerate(trace.grad_tests):
-            env[f"GT{j}"] = tensor
-            subject = paths.get(id(tensor), f"GT{j}")  # an argument: this call's tensor
+            subject = _reference(tensor, f"GT{j}", paths, env)
             lines += [f"    if ({subject}._grad is None) is {present}:",
                       f"        return grad_changed({j})"]
-        env["grad_changed"] = self._grad_changed
+        for j, (owner, grad) in enumerate(trace.grad_identities):
+            env[f"GI{j}"] = grad
+            lines += [f"    if {_reference(owner, f'GO{j}', paths, env)}._grad is not GI{j}:",
+                      f"        return grad_replaced({j})"]
+        env["grad_changed"], env["grad_replaced"] = self._grad_changed, self._grad_replaced
         lines.append("    try:")
         lines += [f"        {n} = {e}" for n, e in zip(names, expressions)]
+        owners = [_reference(t, f"G{j}", paths, env) for j, (t, _) in enumerate(trace.grad_writes)]
         into = self._recycled_gradients(fresh, env)
         for j in into.values():
-            lines += _recycling(j)
+            lines += _recycling(j, owners[j])
         given = "".join(f"a{into[k]}, " if k in into else "None, "
                         for k in range(len(self.graph.outputs)))
         lines += [f"        out = P.run({', '.join(names)}{f', into=({given})' if into else ''})",
@@ -169,16 +173,14 @@ class Variant:
                   "        return refuse(exc)"]
         if trace.guards:
             lines += ["    if not guards_hold(out):", "        return GUARD_FAILED"]
-        env["refcount"] = sys.getrefcount
-        owners = trace.tracer.grad_owners
+        env["refcount"], env["ndarray"] = sys.getrefcount, np.ndarray
+        grad_owners = trace.tracer.grad_owners
         for j, (tensor, _) in enumerate(trace.writes):
-            owner = owners.get(id(tensor))
+            owner = grad_owners.get(id(tensor))
             if owner is None:
-                env[f"W{j}"] = tensor
-                lines.append(f"    w = W{j}")
+                lines.append(f"    w = {_reference(tensor, f'W{j}', paths, env)}")
             else:  # a .grad changed in place: the one its owner has now, as it was read
-                env[f"WO{j}"] = owner
-                lines.append(f"    w = WO{j}._grad")
+                lines.append(f"    w = {_reference(owner, f'WO{j}', paths, env)}._grad")
             k = self.result_count + j
             lines += ["    old = w._data", "    forget(old)"]
             copy = f"copyto(old, out[{k}], casting='unsafe')"
@@ -199,11 +201,10 @@ class Variant:
             lines.append("    w._version[0] += 1")
         position = self.result_count + len(trace.writes)
         for j, (tensor, value) in enumerate(trace.grad_writes):
-            env[f"G{j}"] = tensor
             if value is None:
-                lines.append(f"    G{j}._grad = None")
+                lines.append(f"    {owners[j]}._grad = None")
                 continue
-            lines.append(f"    G{j}._grad = {as_tensor(position, value.dtype)}")
+            lines.append(f"    {owners[j]}._grad = {as_tensor(position, value.dtype)}")
             position += 1
         if self.result_count:
             tensors = [as_tensor(k, v.dtype)
@@ -229,7 +230,7 @@ class Variant:
             dtype = np.dtype(value.dtype.numpy)
             if fresh[position] and id(tensor) not in read and \
                     math.prod(value.shape) * dtype.itemsize >= RECYCLED_BYTES:
-                env[f"G{j}"], env[f"GS{j}"], env[f"GD{j}"] = tensor, tuple(value.shape), dtype
+                env[f"GS{j}"], env[f"GD{j}"] = tuple(value.shape), dtype
                 into[position] = j
             position += 1
         return into
@@ -259,6 +260,11 @@ class Variant:
         self.failure = (f"a tensor's .grad is {'None' if present else 'set'}; the call was "
                         f"traced with it {'set' if present else 'None'}, and the function "
                         f"looked (backward accumulates into a .grad that is set)")
+        return GUARD_FAILED
+
+    def _grad_replaced(self, j: int):
+        self.failure = ("a tensor's .grad is no longer the tensor the function also holds "
+                        "itself, which it was when traced")
         return GUARD_FAILED
 
     def _guards_hold(self, outputs) -> bool:
@@ -305,23 +311,24 @@ class Variant:
 RECYCLED_BYTES = 1 << 16
 
 
-def _recycling(j: int) -> list:
-    """Lines of a variant's `run` that set `a{j}` to the array of `G{j}`'s old gradient if
+def _recycling(j: int, owner: str) -> list:
+    """Lines of a variant's `run` that set `a{j}` to the array of `owner`'s old gradient if
     the program may write the new one into it, else to None. It may if nobody else can see
     that array: the old `.grad` tensor is held only by its owner's attribute (and the
     local `g` and `refcount`'s argument), its array only by that tensor, and the memory
     only by that array, or by it and the block it is a view of (a placed output,
     `runtime.buffers.empty_behind`; a view of a view has the block as its base too, so
-    any other view shows in the block's count). It must also be C-ordered, writeable and
-    of the output's shape and dtype."""
+    any other view shows in the block's count). It must also be C-ordered, aligned,
+    writeable and of the output's shape and dtype."""
     return [f"        a{j} = None",
-            f"        g = G{j}._grad",
+            f"        g = {owner}._grad",
             "        if g is not None and refcount(g) == 3:",
             "            a = g._data",
             f"            if refcount(a) == 3 and a.shape == GS{j} and a.dtype == GD{j} \\",
             "                    and a.flags.c_contiguous and a.flags.writeable \\",
-            "                    and (a.base is None or (refcount(a.base) == 2 \\",
-            "                                            and a.base.base is None)):",
+            "                    and a.flags.aligned and (a.base is None or \\",
+            "                        (type(a.base) is ndarray and refcount(a.base) == 2 \\",
+            "                         and a.base.base is None)):",
             f"                a{j} = a",
             "            a = None",
             "        g = None"]
@@ -358,6 +365,15 @@ def _argument_paths(args, kwargs) -> dict:
     return paths
 
 
+def _reference(tensor, name: str, paths: dict, env: dict) -> str:
+    """How a variant's `run` names `tensor`: as this call's argument where the trace got it
+    as one (a later call may pass another tensor there), else as itself, `env[name]`."""
+    if id(tensor) in paths:
+        return paths[id(tensor)]
+    env[name] = tensor
+    return name
+
+
 def _function(expression: str, env: dict):
     """`lambda args, kwargs: expression`, its names looked up in `env`."""
     return eval(f"lambda args, kwargs: {expression}", env)
@@ -375,8 +391,7 @@ def _inputs(variant, trace, paths: dict, env: dict) -> list:
             env[f"C{k}"] = tensor
             by_value[value] = (f"C{k}._data", tensor)
         else:  # a .grad: read afresh through its owner (None raises: no variant then)
-            env[f"C{k}"] = owner
-            by_value[value] = (f"C{k}._grad._data", None)
+            by_value[value] = (f"{_reference(owner, f'C{k}', paths, env)}._grad._data", None)
     env["asarray"], env["array"] = np.asarray, np.array
     for k, random in enumerate(trace.random_inputs):
         env[f"R{k}"] = random.make

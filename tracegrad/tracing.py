@@ -86,6 +86,8 @@ class Trace:
     # (tensor, whether it had a .grad): what the function saw of the .grad a tensor came
     # with, checked in Python before each call (`Tracer.observe_grad`)
     grad_tests: list = field(default_factory=list)
+    # (owner, tensor): `owner.grad` was `tensor`, which the function also reaches itself
+    grad_identities: list = field(default_factory=list)
 
 
 @dataclass
@@ -107,6 +109,9 @@ class Tracer:
     hyperparameter_tests: list = field(default_factory=list)
     grad_tests: list = field(default_factory=list)
     grads_set: set = field(default_factory=set)  # ids of tensors whose .grad the function set
+    grads_only: list = field(default_factory=list)  # tensors only their .grad was set of
+    reachable: set = field(default_factory=set)  # ids of the tensors the function can reach
+    grad_identities: list = field(default_factory=list)  # (owner, its .grad), see note_grad_of
     broken: str | None = None
     saw_backward: bool = False
 
@@ -203,12 +208,27 @@ class Tracer:
         self.grad_tests.append((tensor, tensor._grad is not None))
 
     def note_grad_set(self, tensor: Tensor) -> None:
-        """The function set `tensor.grad`: what it sees of it from now on is its own."""
-        self.grads_set.add(id(tensor))
+        """The function set `tensor.grad`: what it sees of it from now on is its own, and
+        later calls set it too, whether the function uses the tensor otherwise or not
+        (`zero_grad()` on a parameter the loss does not reach)."""
+        key = id(tensor)
+        if key not in self.grads_before and key not in self.values:
+            self.grads_before[key] = tensor._grad
+            self.keep[key] = tensor
+            self.grads_only.append(tensor)
+        self.grads_set.add(key)
 
     def note_grad_of(self, owner: Tensor, grad: Tensor) -> None:
         """`grad` was read as `owner.grad`: if it becomes an input, bind it through
-        `owner` on each call (a new `.grad` object each step is then no surprise)."""
+        `owner` on each call (a new `.grad` object each step is then no surprise). But
+        where the function can also reach that tensor itself (a closure holding an old
+        `.grad`), both are one tensor only while `owner.grad` is it: a later call must
+        find it so (`grad_identities`), and it stays bound as itself."""
+        if id(grad) in self.reachable:
+            if not any(o is owner and g is grad for o, g in self.grad_identities):
+                self.keep[id(owner)], self.keep[id(grad)] = owner, grad
+                self.grad_identities.append((owner, grad))
+            return
         self.grad_owners.setdefault(id(grad), owner)
 
     def is_constant(self, tensor: Tensor) -> bool:
@@ -232,7 +252,7 @@ class Tracer:
         else:
             value = self.builder.add_input(x._data.shape, x.dtype)
             self.captured.append((x, value))
-            self.grads_before[id(x)] = x._grad
+            self.grads_before.setdefault(id(x), x._grad)  # unless the function set it
             self.restore.append((x, x._data.copy(), x._grad))
         self._bind(x, value)
         return value
@@ -262,6 +282,7 @@ def trace(fn, args: tuple, kwargs: dict | None = None, name: str | None = None):
     arguments = [(t, tracer.add_argument(t, path))
                  for path, t in named_arguments(fn, args, kwargs)]
     grads = [(t, t._grad) for _, t in reachable_tensors(fn)]
+    tracer.reachable = {id(t) for t, _ in grads}
     previous, state.tracer = state.tracer, tracer
     try:
         result = fn(*args, **kwargs)
@@ -304,8 +325,11 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
                      tracer.saw_backward, arguments, tracer)
     seen = arguments + tracer.captured
     writes = [(t, tracer.values[id(t)]) for t, v in seen if tracer.values[id(t)] is not v]
+    seen_ids = {id(t) for t, _ in seen}
     grad_writes = [(t, None if t._grad is None else tracer.value_of(t._grad))
-                   for t, _ in seen if t._grad is not tracer.grads_before[id(t)]]
+                   for t in [t for t, _ in seen] + [t for t in tracer.grads_only
+                                                     if id(t) not in seen_ids]
+                   if t._grad is not tracer.grads_before[id(t)] or id(t) in tracer.grads_set]
     results = [v for v in flatten(outputs) if not is_scalar(v)]
     extra = [v for _, v in writes] + [v for _, v in grad_writes if v is not None]
     tracer.builder.set_outputs(results + extra + [g.value for g in tracer.guards])
@@ -313,7 +337,7 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
                  tracer.random_inputs, writes, grad_writes, tracer.guards,
                  tracer.hyperparameters, outputs, tracer.broken, tracer.saw_backward,
                  arguments, tracer, hyperparameter_tests=tracer.hyperparameter_tests,
-                 grad_tests=tracer.grad_tests)
+                 grad_tests=tracer.grad_tests, grad_identities=tracer.grad_identities)
 
 
 def is_scalar(x) -> bool:

@@ -291,10 +291,11 @@ class NativeProgram:
         ctypes releases the GIL during the native call, so concurrent calls run in
         parallel and never share an arena, with no lock held (`list.pop` is atomic).
 
-        `into`, if given, has per output None or an array the caller gives up to be that
-        output instead of a new one: C-ordered, of the output's shape and dtype,
-        writeable, no input's memory, and seen by nobody else (the program writes it
-        without reading it). A large output's array is taken only where a new one would
+        `into`, if given, has per graph output None or an array the caller gives up to
+        be that output instead of a new one: C-ordered, of the output's shape and dtype,
+        aligned, writeable, no input's memory, and seen by nobody else (the program
+        writes it without reading it). It is taken only for an output the program makes
+        for this one graph output alone, and for a large one only where a new one would
         be placed (`runtime.buffers.is_behind`)."""
         n = len(self._inputs)
         env = {"empty": np.empty, "copy": np.array, "id": id, "states": self._states,
@@ -312,17 +313,22 @@ class NativeProgram:
                        is_behind=is_behind)
             read = "".join(f"arrays[{i}], " for i in streamed)
             lines += ["    arrays = conform(arrays)", f"    behind = offset_behind(({read}))"]
+        # `into` is per graph output; an array made for the call may be given only where
+        # it is exactly one graph output (not also a second one, an input or a constant)
+        alone = {what: j for j, (kind, what) in enumerate(self._results)
+                 if kind == "out" and self._results.count((kind, what)) == 1}
         made, given = [], []
         for k, (shape, dtype) in enumerate(self._outputs):
             env[f"O{k}"], env[f"E{k}"] = shape, np.dtype(dtype)
+            made.append(f"empty_behind(O{k}, E{k}, behind, {placed.index(k)})" if k in placed
+                        else f"empty(O{k}, E{k})")
+            if k not in alone:
+                given.append(made[-1])
+                continue
+            test = f"into[{alone[k]}] is not None"
             if k in placed:
-                rank = placed.index(k)
-                made.append(f"empty_behind(O{k}, E{k}, behind, {rank})")
-                given.append(f"into[{k}] if into[{k}] is not None and "
-                             f"is_behind(into[{k}], behind, {rank}) else {made[-1]}")
-            else:
-                made.append(f"empty(O{k}, E{k})")
-                given.append(f"into[{k}] if into[{k}] is not None else {made[-1]}")
+                test += f" and is_behind(into[{alone[k]}], behind, {placed.index(k)})"
+            given.append(f"into[{alone[k]}] if {test} else {made[-1]}")
         lines += ["    if into is None:", f"        outs = ({''.join(m + ', ' for m in made)})",
                   "    else:", f"        outs = ({''.join(g + ', ' for g in given)})",
                   "    try:", "        state = states.pop()", "    except IndexError:",
