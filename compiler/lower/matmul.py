@@ -34,6 +34,7 @@ from ..ops.dtypes import float32, float64
 from . import index as ix
 from .llvm_types import F32, F64, I32, I64, PTR, VOID, constant
 from .nests import GemmCall
+from .transpose import emit_transpose
 
 BACKEND = os.environ.get("TRACEGRAD_MATMUL", "blas")  # "blas" or "loops" (for comparison)
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
@@ -142,10 +143,11 @@ def emit_gemm_call(b: ir.IRBuilder, emitter, call: GemmCall) -> None:
 #     64 x 256 x 256        76          75                   92   (2^22: packed, alike)
 #
 # So a small `a @ b^T` copies a transposed onto the stack and calls `a^T @ b^T`. The copy
-# (a loop LLVM vectorises with gathers) takes ~0.4 ns per element of a while a is
-# L1-sized, up to 1 ns beyond (power-of-two strides meet in few cache sets), and gains
-# about n / 60 ns per element of a: worth it for n of 32 and more, and for a of at most
-# 16 KiB. The small MLP step's two forward products take 12 us less (71.5 -> 59.7 us).
+# goes through registers (`transpose.py`, ~0.1 ns per element of a), and the products
+# this rule admits (n of 32 and more, a of at most 16 KiB) gained 0.3-9 us each where
+# measured; it does not pay for a small n, and for k of 256 and more the two kernels
+# were within 10% of each other. The small MLP step: 71.5 -> 59.7 us with the copy a
+# loop made (1.5 us for its 32 x 128), -> 58 us with the copy through registers.
 TRANSPOSED_COPY_BELOW = 1 << 20  # multiply-adds of the product
 TRANSPOSED_COPY_BYTES = 1 << 14  # of a, at most
 TRANSPOSED_COPY_LEAST_N = 32
@@ -161,23 +163,10 @@ def copies_a_transposed(m: int, n: int, k: int, itemsize: int, a_trans: bool,
 def _transposed_on_stack(b: ir.IRBuilder, a, m: int, k: int, lda: int, ft) -> ir.Value:
     """A copy of the (m, k) matrix at `a` (rows `lda` apart), transposed to (k, m), in the
     function's stack frame (allocated once, in its entry block)."""
-    from .loops import counted_loop
-
     with b.goto_entry_block():
         copy = b.alloca(ft, size=ir.Constant(I64, m * k), name="a_transposed")
         copy.align = 64
-
-    def column(j):  # row j of the copy, written in order: a's column j, read strided
-        def element(i):
-            source = b.gep(a, [b.add(b.mul(i, ir.Constant(I64, lda)), j)], inbounds=True,
-                           source_etype=ft)
-            target = b.gep(copy, [b.add(b.mul(j, ir.Constant(I64, m)), i)], inbounds=True,
-                           source_etype=ft)
-            b.store(b.load(source, typ=ft), target)
-
-        counted_loop(b, 0, m, element, "copy.i")
-
-    counted_loop(b, 0, k, column, "copy.j")
+    emit_transpose(b, a, copy, m, k, lda, ft)
     return copy
 
 
