@@ -230,3 +230,68 @@ def test_zero_grad_clears_the_grad_of_a_parameter_the_loss_does_not_reach():
         compiled_step(x)
         assert compiled_unused.grad is None and eager_unused.grad is None, i
     assert len(compiled_step.variants) == 1
+
+
+def test_a_grad_the_function_sets_to_a_tensor_it_holds_stays_that_tensor():
+    """`w.grad = buffer` inside the step: later calls leave `w.grad` that very buffer (and
+    trace nothing anew), as eager does."""
+    def make():
+        w, buffer = torch.ones(3, requires_grad=True), torch.ones(3)
+        optimizer = torch.optim.SGD([w], lr=0.1)
+
+        def step(x):
+            buffer.mul_(x)
+            w.grad = buffer
+            optimizer.step()
+
+        return (w, buffer), step
+
+    (eager_w, eager_buffer), eager_step, (compiled_w, compiled_buffer), compiled_step = \
+        _twins(make)
+    for i in range(6):
+        x = torch.full((3,), 0.5 + i)
+        eager_step(x)
+        compiled_step(x)
+        assert_same(compiled_w, eager_w, f"call {i}: w")
+        assert compiled_w.grad is compiled_buffer and eager_w.grad is eager_buffer
+    assert len(compiled_step.variants) == 1
+
+
+def test_a_grad_passed_as_an_argument_stays_apart_from_a_new_grad():
+    def make():
+        w = torch.ones(3, requires_grad=True)
+        w.grad = torch.ones(3)
+        optimizer = torch.optim.SGD([w], lr=0.1)
+
+        def step(g):
+            g.mul_(0.5)
+            optimizer.step()
+
+        return w, step
+
+    eager_w, eager_step, compiled_w, compiled_step = _twins(make)
+    eager_held, compiled_held = eager_w.grad, compiled_w.grad
+    for i in range(4):
+        if i == 2:
+            eager_w.grad, compiled_w.grad = torch.full((3,), 10.0), torch.full((3,), 10.0)
+        eager_step(eager_held)
+        compiled_step(compiled_held)
+        for a, b, what in ((compiled_w, eager_w, "w"), (compiled_w.grad, eager_w.grad, ".grad"),
+                           (compiled_held, eager_held, "the old gradient")):
+            assert_same(a, b, f"call {i}: {what}")
+
+
+def test_retain_grad_on_a_tensor_the_function_computes_does_not_trace_anew_each_call():
+    w = torch.ones(3, requires_grad=True)
+
+    def f(x):
+        y = x * w
+        y.retain_grad()
+        (y * y).sum().backward()
+        return y.grad
+
+    compiled = torch.compile(f)
+    for i in range(6):
+        x = torch.full((3,), 1.0 + i)
+        assert_same(compiled(x), f(x), f"call {i}")
+    assert len(compiled.variants) <= 2 and compiled.fallback_reason is None

@@ -156,8 +156,8 @@ class Variant:
             lines += [f"    if ({subject}._grad is None) is {present}:",
                       f"        return grad_changed({j})"]
         for j, (owner, grad) in enumerate(trace.grad_identities):
-            env[f"GI{j}"] = grad
-            lines += [f"    if {_reference(owner, f'GO{j}', paths, env)}._grad is not GI{j}:",
+            held = _reference(grad, f"GI{j}", paths, env)
+            lines += [f"    if {_reference(owner, f'GO{j}', paths, env)}._grad is not {held}:",
                       f"        return grad_replaced({j})"]
         env["grad_changed"], env["grad_replaced"] = self._grad_changed, self._grad_replaced
         lines.append("    try:")
@@ -206,6 +206,9 @@ class Variant:
                 continue
             lines.append(f"    {owners[j]}._grad = {as_tensor(position, value.dtype)}")
             position += 1
+        for j, (owner, tensor) in enumerate(trace.grad_assignments):
+            lines.append(f"    {_reference(owner, f'GAO{j}', paths, env)}._grad = "
+                         f"{_reference(tensor, f'GA{j}', paths, env)}")
         if self.result_count:
             tensors = [as_tensor(k, v.dtype)
                        for k, v in enumerate(trace.graph.outputs[:self.result_count])]

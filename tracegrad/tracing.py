@@ -88,6 +88,8 @@ class Trace:
     grad_tests: list = field(default_factory=list)
     # (owner, tensor): `owner.grad` was `tensor`, which the function also reaches itself
     grad_identities: list = field(default_factory=list)
+    # (owner, tensor): the function set `owner.grad` to `tensor`, an input of its own
+    grad_assignments: list = field(default_factory=list)
 
 
 @dataclass
@@ -200,6 +202,8 @@ class Tracer:
         still the `.grad` the tensor came with, what the function did depends on it: a
         later call must come with a `.grad` too, or without one, as this one did."""
         key = id(tensor)
+        if key in self.values and key not in self.grads_before:
+            return  # computed by the function (`retain_grad`): its .grad is the function's
         if key in self.grads_set or key in self.made or \
                 tensor._grad is not self.grads_before.get(key, tensor._grad) or \
                 any(t is tensor for t, _ in self.grad_tests):
@@ -224,6 +228,8 @@ class Tracer:
         where the function can also reach that tensor itself (a closure holding an old
         `.grad`), both are one tensor only while `owner.grad` is it: a later call must
         find it so (`grad_identities`), and it stays bound as itself."""
+        if id(owner) in self.grads_set:
+            return  # the function set it: what it is later is the function's own doing
         if id(grad) in self.reachable:
             if not any(o is owner and g is grad for o, g in self.grad_identities):
                 self.keep[id(owner)], self.keep[id(grad)] = owner, grad
@@ -282,7 +288,7 @@ def trace(fn, args: tuple, kwargs: dict | None = None, name: str | None = None):
     arguments = [(t, tracer.add_argument(t, path))
                  for path, t in named_arguments(fn, args, kwargs)]
     grads = [(t, t._grad) for _, t in reachable_tensors(fn)]
-    tracer.reachable = {id(t) for t, _ in grads}
+    tracer.reachable = {id(t) for t, _ in grads} | {id(t) for t, _ in arguments}
     previous, state.tracer = state.tracer, tracer
     try:
         result = fn(*args, **kwargs)
@@ -326,10 +332,13 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
     seen = arguments + tracer.captured
     writes = [(t, tracer.values[id(t)]) for t, v in seen if tracer.values[id(t)] is not v]
     seen_ids = {id(t) for t, _ in seen}
+    changed = [t for t in [t for t, _ in seen] + [t for t in tracer.grads_only
+                                                  if id(t) not in seen_ids]
+               if t._grad is not tracer.grads_before[id(t)] or id(t) in tracer.grads_set]
+    # a .grad that is now a tensor the function was given or found stays that very tensor
+    grad_assignments = [(t, t._grad) for t in changed if id(t._grad) in seen_ids]
     grad_writes = [(t, None if t._grad is None else tracer.value_of(t._grad))
-                   for t in [t for t, _ in seen] + [t for t in tracer.grads_only
-                                                     if id(t) not in seen_ids]
-                   if t._grad is not tracer.grads_before[id(t)] or id(t) in tracer.grads_set]
+                   for t in changed if id(t._grad) not in seen_ids]
     results = [v for v in flatten(outputs) if not is_scalar(v)]
     extra = [v for _, v in writes] + [v for _, v in grad_writes if v is not None]
     tracer.builder.set_outputs(results + extra + [g.value for g in tracer.guards])
@@ -337,7 +346,8 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
                  tracer.random_inputs, writes, grad_writes, tracer.guards,
                  tracer.hyperparameters, outputs, tracer.broken, tracer.saw_backward,
                  arguments, tracer, hyperparameter_tests=tracer.hyperparameter_tests,
-                 grad_tests=tracer.grad_tests, grad_identities=tracer.grad_identities)
+                 grad_tests=tracer.grad_tests, grad_identities=tracer.grad_identities,
+                 grad_assignments=grad_assignments)
 
 
 def is_scalar(x) -> bool:
