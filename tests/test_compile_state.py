@@ -295,3 +295,28 @@ def test_retain_grad_on_a_tensor_the_function_computes_does_not_trace_anew_each_
         x = torch.full((3,), 1.0 + i)
         assert_same(compiled(x), f(x), f"call {i}")
     assert len(compiled.variants) <= 2 and compiled.fallback_reason is None
+
+
+@pytest.mark.parametrize("generator", ["global", "its own"])
+def test_a_refused_call_draws_no_random_numbers(generator):
+    """A call whose traced branch no longer holds is refused after the program drew its
+    random tensors; the eager run in its place must draw the same numbers eager would,
+    and so must every later draw."""
+    own = torch.Generator().manual_seed(1) if generator == "its own" else None
+
+    def f(x):
+        noise = torch.rand(3, generator=own)
+        if x.sum() > 0:
+            return x + noise
+        return x - noise
+
+    compiled = torch.compile(f)
+    results = {}
+    for name, fn in (("eager", f), ("compiled", compiled)):
+        torch.manual_seed(0)
+        if own is not None:
+            own.manual_seed(1)
+        results[name] = [fn(torch.full((3,), s)).numpy() for s in (1.0, 1.0, -1.0, 1.0, -1.0)]
+        results[name].append(torch.rand(2, generator=own).numpy())
+    for k, (a, b) in enumerate(zip(results["compiled"], results["eager"])):
+        assert_same(a, b, f"draw {k}")

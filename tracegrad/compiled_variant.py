@@ -160,6 +160,14 @@ class Variant:
             lines += [f"    if {_reference(owner, f'GO{j}', paths, env)}._grad is not {held}:",
                       f"        return grad_replaced({j})"]
         env["grad_changed"], env["grad_replaced"] = self._grad_changed, self._grad_replaced
+        # a call refused once its random tensors are drawn puts the generators back, so
+        # that the eager run in its place draws what it would have drawn
+        rngs = list({id(r.rng): r.rng for r in trace.random_inputs}.values())
+        put_back = ""
+        if rngs:
+            env["RNGS"], env["put_back"] = rngs, _put_back
+            lines.append("    drawn = [rng.bit_generator.state for rng in RNGS]")
+            put_back = "put_back(RNGS, drawn) or "
         lines.append("    try:")
         lines += [f"        {n} = {e}" for n, e in zip(names, expressions)]
         owners = [_reference(t, f"G{j}", paths, env) for j, (t, _) in enumerate(trace.grad_writes)]
@@ -170,9 +178,9 @@ class Variant:
                         for k in range(len(self.graph.outputs)))
         lines += [f"        out = P.run({', '.join(names)}{f', into=({given})' if into else ''})",
                   "    except Exception as exc:  # a missing .grad, an index never met...",
-                  "        return refuse(exc)"]
+                  f"        return {put_back}refuse(exc)"]
         if trace.guards:
-            lines += ["    if not guards_hold(out):", "        return GUARD_FAILED"]
+            lines += ["    if not guards_hold(out):", f"        return {put_back}GUARD_FAILED"]
         env["refcount"], env["ndarray"] = sys.getrefcount, np.ndarray
         grad_owners = trace.tracer.grad_owners
         for j, (tensor, _) in enumerate(trace.writes):
@@ -366,6 +374,12 @@ def _argument_paths(args, kwargs) -> dict:
     for key, arg in kwargs.items():
         visit(arg, f"kwargs[{key!r}]")
     return paths
+
+
+def _put_back(rngs: list, drawn: list) -> None:
+    """Return each generator of a variant's random tensors to its state before the call."""
+    for rng, state in zip(rngs, drawn):
+        rng.bit_generator.state = state
 
 
 def _reference(tensor, name: str, paths: dict, env: dict) -> str:

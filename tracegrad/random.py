@@ -152,12 +152,12 @@ def _float_dtype(dtype):
     return dtype
 
 
-def random_tensor(draw, dtype, requires_grad: bool = False, op: str = "random") -> Tensor:
-    """A tensor of `draw()` (NumPy values from the generator). Inside a traced function it
-    is redrawn on every call, not baked in."""
+def random_tensor(draw, rng, dtype, requires_grad: bool = False, op: str = "random") -> Tensor:
+    """A tensor of `draw()` (NumPy values from `rng`, a generator's NumPy generator).
+    Inside a traced function it is redrawn on every call, not baked in."""
     t = _finish(Tensor._wrap(allocated(op, dtype, draw), dtype), requires_grad)
     if _trace.tracer is not None:
-        _trace.tracer.note_random(t, draw)
+        _trace.tracer.note_random(t, draw, rng)
     return t
 
 
@@ -174,7 +174,7 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) ->
         (tracegrad.Size([2, 3]), True)
     """
     dtype, shape, rng = _float_dtype(dtype), _shape(size, "rand"), _rng(generator)
-    return random_tensor(lambda: rng.random(shape, dtype=dtype.numpy.type), dtype,
+    return random_tensor(lambda: rng.random(shape, dtype=dtype.numpy.type), rng, dtype,
                          requires_grad, "rand")
 
 
@@ -191,8 +191,8 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -
         (tracegrad.Size([2, 3]), tracegrad.float64)
     """
     dtype, shape, rng = _float_dtype(dtype), _shape(size, "randn"), _rng(generator)
-    return random_tensor(lambda: rng.standard_normal(shape, dtype=dtype.numpy.type), dtype,
-                         requires_grad, "randn")
+    return random_tensor(lambda: rng.standard_normal(shape, dtype=dtype.numpy.type), rng,
+                         dtype, requires_grad, "randn")
 
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
@@ -212,7 +212,7 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
         low, high, size = 0, low, high
     dtype, shape, rng = dtype or int64, _shape((size,), "randint"), _rng(generator)
     return random_tensor(lambda: rng.integers(low, high, size=shape).astype(dtype.numpy),
-                         dtype, requires_grad, "randint")
+                         rng, dtype, requires_grad, "randint")
 
 
 def randperm(n: int, *, generator=None, dtype=None, device=None) -> Tensor:
@@ -225,7 +225,7 @@ def randperm(n: int, *, generator=None, dtype=None, device=None) -> Tensor:
         [0, 1, 2, 3]
     """
     dtype, rng = dtype or int64, _rng(generator)
-    return random_tensor(lambda: rng.permutation(n).astype(dtype.numpy), dtype)
+    return random_tensor(lambda: rng.permutation(n).astype(dtype.numpy), rng, dtype)
 
 
 def rand_like(input, dtype=None, requires_grad=False) -> Tensor:
@@ -304,4 +304,5 @@ def bernoulli_mask(shape, keep: float, dtype, generator=None) -> np.ndarray:
 
 def bernoulli(shape, keep: float, dtype, generator=None) -> Tensor:
     """A 0/1 tensor with each element 1 with probability `keep` (redrawn when traced)."""
-    return random_tensor(lambda: bernoulli_mask(shape, keep, dtype, generator), dtype)
+    return random_tensor(lambda: bernoulli_mask(shape, keep, dtype, generator),
+                         _rng(generator), dtype)

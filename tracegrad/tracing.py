@@ -58,7 +58,8 @@ class RandomInput:
     """A random tensor made inside the function: regenerated on every call."""
 
     value: object
-    make: object  # () -> numpy array, drawing from the global generator
+    make: object  # () -> numpy array, drawing from `rng`
+    rng: object  # the NumPy generator it draws from (put back if a call is refused)
 
 
 @dataclass
@@ -155,11 +156,11 @@ class Tracer:
             self.made.add(id(tensor))
             self.keep[id(tensor)] = tensor
 
-    def note_random(self, tensor: Tensor, make) -> None:
+    def note_random(self, tensor: Tensor, make, rng) -> None:
         """`tensor` was drawn at random inside the function: redrawn on every call."""
         if not self.broken:
             value = self.builder.add_input(tensor._data.shape, tensor.dtype)
-            self.random_inputs.append(RandomInput(value, make))
+            self.random_inputs.append(RandomInput(value, make, rng))
             self._bind(tensor, value)
 
     def hyperparameter(self, container, key, dtype):
