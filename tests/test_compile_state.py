@@ -320,3 +320,26 @@ def test_a_refused_call_draws_no_random_numbers(generator):
         results[name].append(torch.rand(2, generator=own).numpy())
     for k, (a, b) in enumerate(zip(results["compiled"], results["eager"])):
         assert_same(a, b, f"draw {k}")
+
+
+def test_a_hook_registered_or_removed_after_tracing_is_seen():
+    def make():
+        w = torch.ones(3, requires_grad=True)
+
+        def f(x):
+            w.grad = None
+            (x * w).sum().backward()
+            return w.grad * 1
+
+        return w, f
+
+    eager_w, eager_f, compiled_w, compiled_f = _twins(make)
+    x = torch.ones(3)
+    handles = []
+    for i in range(5):
+        if i == 1:
+            handles = [w.register_hook(lambda g: g * 100) for w in (eager_w, compiled_w)]
+        if i == 3:
+            for handle in handles:
+                handle.remove()
+        assert_same(compiled_f(x), eager_f(x), f"call {i}")

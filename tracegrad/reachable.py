@@ -102,7 +102,8 @@ class _Walk:
             self.argument_tensors.append((expr, obj))
             self.check(f"isinstance({expr}, {self.const(Tensor)}) and {expr}._data.shape == "
                        f"{obj._data.shape!r} and {expr}.dtype is {self.const(obj.dtype)} and "
-                       f"{expr}._requires_grad is {obj._requires_grad}")
+                       f"{expr}._requires_grad is {obj._requires_grad} and "
+                       f"{expr}._hooks is {self.const(obj._hooks)}")
         elif isinstance(obj, (list, tuple)):
             self.check(f"type({expr}) is {self.const(type(obj))} and len({expr}) == {len(obj)}")
             for i, item in enumerate(obj):
@@ -138,11 +139,12 @@ class _Walk:
         if isinstance(obj, Tensor):
             self.found.append((path, obj))
             # `.data = ...` can swap the array: its shape and dtype must stay. Checked on
-            # every call, in a module tree too, where the tensor is the one known.
+            # every call, in a module tree too, where the tensor is the one known. A hook
+            # registered or removed replaces the tensor's list of hooks (`register_hook`).
             subject = var if self.tree is None else known
             check = (f"{subject}._data.shape == {obj._data.shape!r} and {subject}.dtype is "
                      f"{self.const(obj.dtype)} and {subject}._requires_grad is "
-                     f"{obj._requires_grad}")
+                     f"{obj._requires_grad} and {subject}._hooks is {self.const(obj._hooks)}")
             (self.lines if self.tree is None else self.tree.tensor_checks).append(
                 f"if not ({check}): return False")
             return
