@@ -154,12 +154,12 @@ class Variant:
         for j, (tensor, present) in enumerate(trace.grad_tests):
             subject = _reference(tensor, f"GT{j}", paths, env)
             lines += [f"    if ({subject}._grad is None) is {present}:",
-                      f"        return grad_changed({j})"]
+                      f"        return failed({self._why_grad_changed(present)!r})"]
         for j, (owner, grad) in enumerate(trace.grad_identities):
             held = _reference(grad, f"GI{j}", paths, env)
             lines += [f"    if {_reference(owner, f'GO{j}', paths, env)}._grad is not {held}:",
-                      f"        return grad_replaced({j})"]
-        env["grad_changed"], env["grad_replaced"] = self._grad_changed, self._grad_replaced
+                      f"        return failed({GRAD_REPLACED!r})"]
+        env["failed"] = self._failed
         # a call refused once its random tensors are drawn puts the generators back, so
         # that the eager run in its place draws what it would have drawn
         rngs = list({id(r.rng): r.rng for r in trace.random_inputs}.values())
@@ -266,16 +266,14 @@ class Variant:
                         f"took the branch for {'non-zero' if observed else 'zero'}")
         return GUARD_FAILED
 
-    def _grad_changed(self, j: int):
-        _, present = self.trace.grad_tests[j]
-        self.failure = (f"a tensor's .grad is {'None' if present else 'set'}; the call was "
-                        f"traced with it {'set' if present else 'None'}, and the function "
-                        f"looked (backward accumulates into a .grad that is set)")
-        return GUARD_FAILED
+    @staticmethod
+    def _why_grad_changed(present: bool) -> str:
+        return (f"a tensor's .grad is {'None' if present else 'set'}; the call was traced "
+                f"with it {'set' if present else 'None'}, and the function looked (backward "
+                f"accumulates into a .grad that is set)")
 
-    def _grad_replaced(self, j: int):
-        self.failure = ("a tensor's .grad is no longer the tensor the function also holds "
-                        "itself, which it was when traced")
+    def _failed(self, why: str):
+        self.failure = why
         return GUARD_FAILED
 
     def _guards_hold(self, outputs) -> bool:
@@ -312,6 +310,9 @@ class Variant:
                 "values": [(g.kind, g.observed, g.loc) for g in self.trace.guards] + tests,
                 "checks": self.guard.source}
 
+
+GRAD_REPLACED = ("a tensor's .grad is no longer the tensor the function also holds itself, "
+                 "which it was when traced")
 
 # Gradients this large are written into the arrays of the gradients they replace when
 # nobody else holds those: a training step's memory then stays the same blocks from one

@@ -207,9 +207,7 @@ class Tensor:
                 "mistake, make sure you access the leaf Tensor instead.", UserWarning,
                 stacklevel=2)
         if _trace.tracer is not None:
-            _trace.tracer.observe_grad(self)
-            if self._grad is not None:
-                _trace.tracer.note_grad_of(self, self._grad)
+            self._has_grad()  # a trace notes what the function saw
         return self._grad
 
     @grad.setter

@@ -315,8 +315,8 @@ class NativeProgram:
             lines += ["    arrays = conform(arrays)", f"    behind = offset_behind(({read}))"]
         # `into` is per graph output; an array made for the call may be given only where
         # it is exactly one graph output (not also a second one, an input or a constant)
-        alone = {what: j for j, (kind, what) in enumerate(self._results)
-                 if kind == "out" and self._results.count((kind, what)) == 1}
+        alone = {what: j for j, ((_, what), fresh) in
+                 enumerate(zip(self._results, self.fresh_outputs())) if fresh}
         made, given = [], []
         for k, (shape, dtype) in enumerate(self._outputs):
             env[f"O{k}"], env[f"E{k}"] = shape, np.dtype(dtype)
