@@ -121,6 +121,22 @@ def test_functions_compiled_inside_a_function_are_shown(capsys, tmp_path):
     assert "# function lambda, variant 0" in out
 
 
+def test_the_tensor_an_argument_is_a_slice_of_is_named_as_its_base(capsys, tmp_path):
+    path = tmp_path / "slice.py"
+    path.write_text(textwrap.dedent("""\
+        import tracegrad as torch
+
+        @torch.compile
+        def bump(x):
+            x.add_(1.0)
+
+        bump(torch.zeros(4)[1:3])
+        """))
+    status, out, err = run(capsys, "ir", path, "--stage", "traced")
+    assert status == 0, err
+    assert "# writes back:\n#   v0 -> x\n#   v1 -> x._base\n" in out
+
+
 @pytest.mark.filterwarnings("ignore:tracegrad.compile")
 def test_functions_that_run_eagerly_get_a_note(capsys, tmp_path):
     path = tmp_path / "detour.py"

@@ -1,6 +1,7 @@
 """`tracegrad.compile` gives eager's results in every case of SPEC §4.1–§4.2."""
 
 import copy
+import functools
 import warnings
 import weakref
 
@@ -430,6 +431,26 @@ def test_closure_parameter_changed_between_calls_is_seen():
     assert f(x).item() == 6.0
     w = torch.full((3,), 10.0)  # rebound to another tensor: the closure sees the new one
     assert f(x).item() == 30.0
+
+
+def test_a_partial_is_compiled_with_what_it_binds_and_what_its_function_reaches():
+    w = torch.ones(3)
+    settings = {"scale": 2.0}
+
+    def scaled(weights, options, x):
+        return (x * weights).sum() * options["scale"] + (x * w).sum()
+
+    f = torch.compile(functools.partial(scaled, torch.ones(3), settings))
+    assert f.__name__ == "scaled"
+    x = torch.arange(3.0)
+    assert f(x).item() == 9.0
+    assert f(x).item() == 9.0
+    settings["scale"] = 3.0  # a value the partial binds
+    assert f(x).item() == 12.0
+    w.mul_(2)  # a tensor its function reaches, changed in place
+    assert f(x).item() == 15.0
+    w = torch.full((3,), 10.0)  # its function's closure rebound
+    assert f(x).item() == 39.0
 
 
 def _eager_and_compiled(model, x):

@@ -182,13 +182,17 @@ def test_a_step_changes_the_tensors_of_this_call_not_those_it_was_traced_with():
     assert len(compiled_step.variants) == 1
 
 
-def test_a_gradient_the_function_holds_itself_stays_apart_from_a_new_grad():
-    """A closure holding an old `.grad` and the optimizer reading `.grad` meet one tensor
-    only while it is still the `.grad`."""
+@pytest.mark.parametrize("held", ["the .grad, later replaced", "another tensor, later the .grad"])
+def test_a_gradient_the_function_holds_itself_is_the_grad_only_while_it_is(held):
+    """A closure's tensor, written in place, and the `.grad` the optimizer reads are one
+    tensor only while they are: the `.grad` when traced and later replaced, or another
+    tensor when traced that later becomes the `.grad`."""
+    first_the_grad = held.startswith("the .grad")
+
     def make():
         w = torch.ones(3, requires_grad=True)
         w.grad = torch.ones(3)
-        held = w.grad
+        held = w.grad if first_the_grad else torch.full((3,), 4.0)
         optimizer = torch.optim.SGD([w], lr=0.1)
 
         def step():
@@ -199,13 +203,15 @@ def test_a_gradient_the_function_holds_itself_stays_apart_from_a_new_grad():
 
     (eager_w, eager_held), eager_step, (compiled_w, compiled_held), compiled_step = \
         _twins(make)
-    for i in range(4):
-        if i == 2:
+    for i in range(5):
+        if i == 2 and first_the_grad:
             eager_w.grad, compiled_w.grad = torch.full((3,), 10.0), torch.full((3,), 10.0)
+        elif i == 2:
+            eager_w.grad, compiled_w.grad = eager_held, compiled_held
         eager_step()
         compiled_step()
         for a, b, what in ((compiled_w, eager_w, "w"), (compiled_w.grad, eager_w.grad, ".grad"),
-                           (compiled_held, eager_held, "the held gradient")):
+                           (compiled_held, eager_held, "the held tensor")):
             assert_same(a, b, f"call {i}: {what}")
 
 

@@ -52,6 +52,8 @@ class CompiledFunction:
 
     def __init__(self, fn, *, fullgraph=False, dynamic=False, cache=True, verify=0):
         functools.update_wrapper(self, fn)
+        if not hasattr(self, "__name__"):  # a functools.partial: named after its function
+            self.__name__ = getattr(getattr(fn, "func", None), "__name__", type(fn).__name__)
         self.fn = fn
         self.fullgraph = fullgraph
         self.cache = cache
@@ -200,7 +202,7 @@ def compile(fn=None, *, fullgraph: bool = False, dynamic: bool = False, cache: b
                                  verify=verify)
     if os.environ.get("TRACEGRAD_DISABLE_COMPILE") == "1":
         return fn
-    options = dict(fullgraph=fullgraph, dynamic=dynamic, cache=cache, verify=verify)
+    options = {"fullgraph": fullgraph, "dynamic": dynamic, "cache": cache, "verify": verify}
     from .nn.module import Module
 
     if isinstance(fn, Module):

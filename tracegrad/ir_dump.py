@@ -193,6 +193,12 @@ def _tensor_names(variant) -> dict:
     names = {id(t): v.name for t, v in trace.arguments}
     paths = {r[1]: _pretty_path(r[0]) for r in variant.reach}
     paths = {key: _name_keys(path, paths) for key, path in paths.items()}
+    # a tensor an argument is a view of is named as PyTorch names it: `x._base`
+    for tensor, value in trace.arguments:
+        name = value.name
+        while tensor._base is not None:
+            tensor, name = tensor._base[0], f"{name}._base"
+            paths.setdefault(id(tensor), name)
     for (tensor, value), owner in zip(trace.captured, variant.grad_owner):
         if owner is not None:
             names[id(tensor)] = f"{paths.get(id(owner), names.get(id(owner), '?'))}.grad"

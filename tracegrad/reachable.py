@@ -244,6 +244,11 @@ def _roots(fn, walk: _Walk):
     if hasattr(fn, "forward") and not isinstance(fn, types.FunctionType):  # a module
         yield "self", "S", fn
         return
+    if isinstance(fn, functools.partial):  # what it binds, and what its function reaches
+        yield "func", "S.func", fn.func
+        yield "args", "S.args", fn.args
+        yield "keywords", "S.keywords", fn.keywords
+        return
     yield from _function_parts(fn, None)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from .compiler.ir import GraphBuilder
 from .errors import user_frame
 from .reachable import reachable_tensors
+from .sharing import unfollowed
 from .tensor import Tensor
 from .trace_state import state
 
@@ -117,6 +118,9 @@ class Tracer:
     grad_identities: list = field(default_factory=list)  # (owner, its .grad), see note_grad_of
     broken: str | None = None
     saw_backward: bool = False
+    # IR input value -> the array of the tensor it was bound to, when bound: which inputs
+    # shared memory when traced (a later call must find them sharing alike)
+    input_arrays: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.builder = GraphBuilder(self.name)
@@ -127,6 +131,7 @@ class Tracer:
         value = self.builder.add_input(tensor._data.shape, tensor.dtype, name=name)
         self.grads_before[id(tensor)] = tensor._grad
         self.restore.append((tensor, tensor._data.copy(), tensor._grad))
+        self.input_arrays[value] = tensor._data
         self._bind(tensor, value)
         return value
 
@@ -261,6 +266,7 @@ class Tracer:
             self.captured.append((x, value))
             self.grads_before.setdefault(id(x), x._grad)  # unless the function set it
             self.restore.append((x, x._data.copy(), x._grad))
+            self.input_arrays[value] = x._data
         self._bind(x, value)
         return value
 
@@ -327,11 +333,14 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
     if odd:
         tracer.break_graph(f"the function returns a {type(odd[0]).__name__}, which a graph "
                            f"cannot produce")
+    seen = arguments + tracer.captured
+    writes = [] if tracer.broken else \
+        [(t, tracer.values[id(t)]) for t, v in seen if tracer.values[id(t)] is not v]
+    if writes:
+        _check_sharing(tracer, arguments, seen, writes)
     if tracer.broken:
         return Trace(None, [], [], [], [], [], [], None, tracer.broken,
                      tracer.saw_backward, arguments, tracer)
-    seen = arguments + tracer.captured
-    writes = [(t, tracer.values[id(t)]) for t, v in seen if tracer.values[id(t)] is not v]
     seen_ids = {id(t) for t, _ in seen}
     changed = [t for t in [t for t, _ in seen] + [t for t in tracer.grads_only
                                                   if id(t) not in seen_ids]
@@ -349,6 +358,20 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
                  arguments, tracer, hyperparameter_tests=tracer.hyperparameter_tests,
                  grad_tests=tracer.grad_tests, grad_identities=tracer.grad_identities,
                  grad_assignments=grad_assignments)
+
+
+def _check_sharing(tracer: Tracer, arguments: list, seen: list, writes: list) -> None:
+    """Break the trace if two of its inputs overlap in memory in a way it did not follow,
+    one of them written in place (see `sharing.py`)."""
+    pair = unfollowed([t for t, _ in seen], [tracer.input_arrays[v] for _, v in seen],
+                      {id(t) for t, _ in writes})
+    if pair is not None:
+        names = {id(t): f"argument '{v.name}'" for t, v in arguments}
+        a, b = (names.get(id(t), f"a tensor of shape {list(t.shape)} the function reaches")
+                for t in pair)
+        tracer.broken = (f"{a} and {b} share memory, and neither is a view of the other "
+                         f"(tensors made with from_numpy, .data or .detach() on one array?): "
+                         f"an in-place write to one would not show in the other")
 
 
 def is_scalar(x) -> bool:

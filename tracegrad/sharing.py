@@ -1,0 +1,62 @@
+"""Which of a call's tensors share memory: what a compiled function that writes in place
+must see the same on every call.
+
+A compiled program reads all of its inputs before it writes, and the writes go back into
+the tensors afterwards. That gives eager's results only where a tensor written shares no
+memory with another one read, or shares it in a way the trace followed: a view and the
+tensor it is a view of (an in-place write to one remakes the other, `inplace.py`), a
+tensor and itself. So a trace fails where tensors shared memory otherwise (two tensors
+made with `from_numpy` on one array), and a later call is refused where they share it
+otherwise than when traced (an argument that is now the tensor the function holds
+itself).
+
+>>> import numpy as np
+>>> a = np.zeros(4)
+>>> sharing([a, a[1:], np.zeros(2)])
+(0, 0, 2)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def memory_owner(array: np.ndarray):
+    """The object whose memory `array` views: the array at the end of its `.base` chain,
+    or the buffer under that (bytes, an mmap, ...)."""
+    base = array.base
+    while isinstance(base, np.ndarray):
+        array, base = base, base.base
+    return array if base is None else base
+
+
+def sharing(arrays) -> tuple:
+    """Per array, the position of the first of `arrays` with the same memory owner. Two
+    slices of one array share it even where they do not overlap: judging by owners costs
+    one attribute or two per array, for the few calls where a stricter judgement would
+    have let the trace run."""
+    first: dict = {}
+    return tuple([first.setdefault(id(memory_owner(a)), k) for k, a in enumerate(arrays)])
+
+
+def unfollowed(tensors: list, arrays: list, written: set):
+    """Two of `tensors` (with the arrays they had when the trace took them as inputs) that
+    overlap in memory, one of them written in place (its id in `written`), where neither
+    is a view made from the other or from a tensor they share; or None."""
+    groups: dict = {}
+    for tensor, array in zip(tensors, arrays):
+        groups.setdefault(id(memory_owner(array)), []).append((tensor, array))
+    for group in groups.values():
+        for i, (a, a_array) in enumerate(group):
+            for b, b_array in group[i + 1:]:
+                if (id(a) in written or id(b) in written) and _root(a) is not _root(b) \
+                        and np.may_share_memory(a_array, b_array):
+                    return a, b
+    return None
+
+
+def _root(tensor):
+    """The tensor at the end of `tensor`'s chain of views."""
+    while tensor._base is not None:
+        tensor = tensor._base[0]
+    return tensor
