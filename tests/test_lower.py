@@ -531,29 +531,27 @@ def test_matmul_throughput_is_reported(cache, capsys):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_matrix_transposed_through_registers_is_the_transpose(dtype):
-    """`transpose.emit_transpose`: whole tiles, the columns right of them, the rows below,
-    from a source whose rows are longer than the part read."""
+    """The transpose function `transpose.transposers` defines: whole tiles, the columns right of them, the rows
+    below, from a source whose rows are longer than the part read."""
     import ctypes
 
     from llvmlite import ir
-    from tracegrad.compiler.lower.llvm_types import F32, F64, PTR, VOID
-    from tracegrad.compiler.lower.transpose import emit_transpose
+    from tracegrad.compiler.lower.llvm_types import F32, F64
+    from tracegrad.compiler.lower.transpose import transpose_function, transposers
     from tracegrad.runtime.engine import default_engine
 
+    user = ir.Module()
+    transpose_function(user, F32 if dtype is np.float32 else F64)
+    module = transposers([user])
+    [function] = module.functions
+    run = default_engine().compile_module(str(module), [function.name]).function(
+        function.name, None, [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 3)
     rng = np.random.default_rng(0)
     for rows, cols in [(32, 128), (16, 16), (13, 37), (17, 16), (40, 9), (1, 1), (8, 33)]:
         row_length = cols + 5
-        module = ir.Module()
-        function = ir.Function(module, ir.FunctionType(VOID, [PTR, PTR]), "transpose")
-        b = ir.IRBuilder(function.append_basic_block())
-        emit_transpose(b, *function.args, rows, cols, row_length,
-                       F32 if dtype is np.float32 else F64)
-        b.ret_void()
-        run = default_engine().compile_module(str(module), ["transpose"]).function(
-            "transpose", None, [ctypes.c_void_p, ctypes.c_void_p])
         source = rng.standard_normal((rows, row_length)).astype(dtype)
         target = np.full((cols, rows), np.nan, dtype)
-        run(source.ctypes.data, target.ctypes.data)
+        run(source.ctypes.data, target.ctypes.data, rows, cols, row_length)
         np.testing.assert_array_equal(target, source[:, :cols].T, err_msg=str((rows, cols)))
 
 

@@ -34,7 +34,7 @@ from ..ops.dtypes import float32, float64
 from . import index as ix
 from .llvm_types import F32, F64, I32, I64, PTR, VOID, constant
 from .nests import GemmCall
-from .transpose import emit_transpose
+from .transpose import transpose_function
 
 BACKEND = os.environ.get("TRACEGRAD_MATMUL", "blas")  # "blas" or "loops" (for comparison)
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
@@ -166,7 +166,7 @@ def _transposed_on_stack(b: ir.IRBuilder, a, m: int, k: int, lda: int, ft) -> ir
     with b.goto_entry_block():
         copy = b.alloca(ft, size=ir.Constant(I64, m * k), name="a_transposed")
         copy.align = 64
-    emit_transpose(b, a, copy, m, k, lda, ft)
+    b.call(transpose_function(b.module, ft), [a, copy, *(ir.Constant(I64, v) for v in (m, k, lda))])
     return copy
 
 

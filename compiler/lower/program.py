@@ -45,6 +45,7 @@ from .nests import MapNest
 from .plan import ProgramPlan
 from .reduce_loops import emit_reduce
 from .row_groups import group_rows
+from .transpose import transposers
 
 ENTRY = "program"
 ALIGNMENT = 64
@@ -95,6 +96,8 @@ def emit_program(plan: ProgramPlan, memory_plan=None) -> EmittedProgram:
                for k, (name, functions, module) in enumerate(kernels) if functions]
     _entry(entry_module, entries, layout)
     modules = [entry_module] + [module for _, functions, module in kernels if functions]
+    support = transposers(modules)  # defined once, called by kernels (`matmul.py`)
+    modules += [support] if support is not None else []
     names = [name for name, functions, _ in kernels if functions]
     uses_blas = any(getattr(g, "name", "").endswith(("gemm64_", "gemm"))
                     for module in modules for g in module.globals.values()
