@@ -86,7 +86,9 @@ def _twins(make):
     return eager_state, eager_fn, compiled_state, torch.compile(compiled_fn)
 
 
-def test_an_argument_that_is_later_the_tensor_the_function_holds_itself():
+@pytest.mark.parametrize("held", [[False, True, False, True], [True, False, False, False]],
+                         ids=["later", "when traced"])
+def test_an_argument_that_is_the_tensor_the_function_holds_itself(held):
     def make():
         w = torch.ones(3)
 
@@ -97,7 +99,7 @@ def test_an_argument_that_is_later_the_tensor_the_function_holds_itself():
         return w, f
 
     eager_w, eager_f, compiled_w, compiled_f = _twins(make)
-    for i, same in enumerate([False, True, False, True]):
+    for i, same in enumerate(held):
         got = compiled_f(compiled_w if same else torch.zeros(3))
         want = eager_f(eager_w if same else torch.zeros(3))
         assert_same(got, want, f"call {i}: the result")
@@ -170,6 +172,73 @@ def test_tensors_that_share_memory_without_being_views_run_eagerly(how):
         np.testing.assert_allclose(got, want, err_msg=f"call {k}: the result")
         np.testing.assert_allclose(got_y, want_y, err_msg=f"call {k}: y")
     assert "share memory" in compiled.fallback_reason
+
+
+def test_a_view_the_function_holds_of_the_base_of_a_slice_it_is_given():
+    """The function holds `w`, a view of B, and writes a slice of B it is given: on a call
+    with a slice of another tensor, `w` stays B's."""
+    def make():
+        b, c = torch.zeros(6), torch.ones(6) * 5.0
+        w = b[0:3]
+
+        def f(x):
+            x.add_(1.0)
+            return w * 1.0
+
+        return (b, c), f
+
+    (eager_b, eager_c), eager_f, (compiled_b, compiled_c), compiled_f = _twins(make)
+    for i in range(4):
+        want = eager_f((eager_b if i < 2 else eager_c)[2:4])
+        got = compiled_f((compiled_b if i < 2 else compiled_c)[2:4])
+        assert_same(got, want, f"call {i}")
+        assert_same(compiled_c, eager_c, f"call {i}: the other tensor")
+
+
+@pytest.mark.filterwarnings("ignore:tracegrad.compile")  # (overlapping: runs eagerly)
+@pytest.mark.parametrize("how", ["slices apart, then overlapping", "as_strided"])
+def test_arguments_on_one_array_that_overlap_otherwise_than_when_traced(how):
+    def f(x, y):
+        x.add_(1.0)
+        return y * 2.0
+
+    compiled = torch.compile(f)
+    for i in range(4):
+        results = []
+        for fn in (f, compiled):
+            memory = np.zeros(6, np.float32)
+            if how == "as_strided":  # its .base is a helper object, whose .base is memory
+                y = np.lib.stride_tricks.as_strided(memory, shape=(2,), strides=(4,))
+            else:
+                y = memory[2:4] if i < 2 else memory[1:3]
+            results.append(fn(torch.from_numpy(memory[0:2]), torch.from_numpy(y)))
+        assert_same(results[1], results[0], f"{how}, call {i}")
+
+
+def test_a_function_that_writes_nothing_keeps_one_variant_for_slices_of_what_it_reads():
+    data = torch.arange(1024.0).reshape(256, 4)
+
+    @torch.compile
+    def centred(x):
+        return (x - data.mean(0)).sum()
+
+    for i in range(12):
+        batch = data[i * 16:(i + 1) * 16]
+        assert_same(centred(batch), (batch - data.mean(0)).sum(), f"call {i}")
+    assert len(centred.variants) == 1
+
+
+def test_a_result_that_is_an_argument_before_it_is_written_keeps_its_old_values():
+    def f(x):
+        y = x * 1.0  # (the graph returns its input x here)
+        x.add_(1.0)
+        return y
+
+    compiled = torch.compile(f)
+    for i in range(3):
+        eager_x, compiled_x = torch.full((3,), float(i)), torch.full((3,), float(i))
+        assert_same(compiled(compiled_x), f(eager_x), f"call {i}: the result")
+        assert_same(compiled_x, eager_x, f"call {i}: x")
 
 # --- random programs on random sharing ------------------------------------------------------
 

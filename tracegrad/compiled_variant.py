@@ -191,6 +191,10 @@ class Variant:
                   f"        return {put_back}refuse(exc)"]
         if trace.guards:
             lines += ["    if not guards_hold(out):", f"        return {put_back}GUARD_FAILED"]
+        if self.result_count:  # made before the write-back: a result that is an input
+            tensors = [as_tensor(k, v.dtype)  # passed through is copied as it was
+                       for k, v in enumerate(trace.graph.outputs[:self.result_count])]
+            lines.append(f"    made = [{', '.join(tensors)}]")
         env["refcount"], env["ndarray"] = sys.getrefcount, np.ndarray
         grad_owners = trace.tracer.grad_owners
         for j, (tensor, _) in enumerate(trace.writes):
@@ -228,9 +232,7 @@ class Variant:
             lines.append(f"    {_reference(owner, f'GAO{j}', paths, env)}._grad = "
                          f"{_reference(tensor, f'GA{j}', paths, env)}")
         if self.result_count:
-            tensors = [as_tensor(k, v.dtype)
-                       for k, v in enumerate(trace.graph.outputs[:self.result_count])]
-            lines.append(f"    return results([{', '.join(tensors)}], out, args, kwargs)")
+            lines.append("    return results(made, out, args, kwargs)")
         else:  # nothing but Python values (or None) comes back
             lines.append("    return OUT")
         exec(compile("\n".join(lines), f"<run of variant {self.index}>", "exec"), env)  # noqa: S102
@@ -249,7 +251,7 @@ class Variant:
             return []
         env["sharing"], env["SHARED"] = sharing, sharing([a for _, a in shared])
         test = f"sharing(({''.join(n + ', ' for n, _ in shared)})) != SHARED"
-        if env["SHARED"] == tuple(range(len(shared))):  # none shared: a set says as much in
+        if env["SHARED"][0] == tuple(range(len(shared))):  # none shared: a set says so in
             env["owner"] = memory_owner  # a third of the time (0.6 us for 8 arrays)
             owners = ", ".join(f"id({n} if {n}.base is None else owner({n}))" for n, _ in shared)
             test = f"len({{{owners}}}) != {len(shared)}"
@@ -379,18 +381,32 @@ def _recycling(j: int, owner: str) -> list:
 
 
 def _argument_views(trace, paths: dict, env: dict) -> list:
-    """Conditions (expressions for `run`) under which a call's arguments are views the way
-    the traced ones were, where it matters: an argument that is a view of a tensor the
-    trace used as well (an argument written in place changes its base, `inplace._rebase`)
-    must on later calls be a view at the same index, or made the same way, link by link
-    down to that tensor. A base the function reaches only through the argument is bound
-    through it (`paths` gains `args[0]._base[0]`: a slice of another tensor changes that
-    one); any other must be the very tensor the trace used."""
-    used = {id(t) for t, _ in trace.arguments + trace.captured}
-    reachable = trace.tracer.reachable
+    """Conditions (expressions for `run`) under which a call's arguments stand where the
+    traced ones did, in a trace that writes in place where they share memory with what
+    it writes:
+
+    * an argument that was a tensor the function finds itself must be that tensor again;
+    * an argument that is a view of a tensor the trace used as well (a slice written in
+      place changes its base, `inplace._rebase`) must be a view at the same index, or
+      made the same way, link by link down to that tensor. A base nothing else leads to
+      is bound through the argument (`paths` gains `args[0]._base[0]`: a slice of
+      another tensor changes that one); any other must be the very tensor traced."""
+    if not trace.writes:
+        return []  # nothing written: each input is read once, whatever it shares
+    tracer = trace.tracer
+    seen = trace.arguments + trace.captured
+    written = {id(t) for t, _ in trace.writes}
+    owners = {id(memory_owner(tracer.input_arrays[v])) for t, v in seen if id(t) in written}
+    used = {id(t) for t, _ in seen}
     conditions: list = []
-    for tensor, _ in trace.arguments:
-        view, expression, links = tensor, paths[id(tensor)], []
+    for tensor, value in trace.arguments:
+        if id(memory_owner(tracer.input_arrays[value])) not in owners:
+            continue  # shares no memory with what is written (`_sharing_check` watches)
+        expression = paths[id(tensor)]
+        if id(tensor) in tracer.held:  # the function's own tensor, passed to it
+            env[f"VA{len(env)}"] = tensor
+            conditions.append(f"{expression} is VA{len(env) - 1}")
+        view, links = tensor, []
         while view._base is not None:
             links.append((expression, view))
             view, expression = view._base[0], f"{expression}._base[0]"
@@ -402,7 +418,7 @@ def _argument_views(trace, paths: dict, env: dict) -> list:
                 conditions.append(f"{link}._base is not None and {link}._base[1] == VI{n} "
                                   f"and {link}._replay == VR{n}")
             links = []
-            if id(view) in paths or id(view) in reachable:
+            if id(view) in paths or id(view) in tracer.reachable or id(view) in tracer.held:
                 conditions.append(f"{expression} is "
                                   f"{_reference(view, f'VB{len(env)}', paths, env)}")
                 continue

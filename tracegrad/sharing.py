@@ -13,7 +13,7 @@ itself).
 >>> import numpy as np
 >>> a = np.zeros(4)
 >>> sharing([a, a[1:], np.zeros(2)])
-(0, 0, 2)
+((0, 0, 2), (True,))
 """
 
 from __future__ import annotations
@@ -21,22 +21,34 @@ from __future__ import annotations
 import numpy as np
 
 
-def memory_owner(array: np.ndarray):
-    """The object whose memory `array` views: the array at the end of its `.base` chain,
-    or the buffer under that (bytes, an mmap, ...)."""
-    base = array.base
-    while isinstance(base, np.ndarray):
-        array, base = base, base.base
-    return array if base is None else base
+def memory_owner(array):
+    """The object that owns the memory `array` views: the end of its chain of `.base`s
+    (through the helper objects `as_strided` leaves, and the objects memoryviews show)."""
+    owner = array
+    while True:
+        base = owner.obj if isinstance(owner, memoryview) else getattr(owner, "base", None)
+        if base is None:
+            return owner
+        owner = base
 
 
 def sharing(arrays) -> tuple:
-    """Per array, the position of the first of `arrays` with the same memory owner. Two
-    slices of one array share it even where they do not overlap: judging by owners costs
-    one attribute or two per array, for the few calls where a stricter judgement would
-    have let the trace run."""
+    """Which of `arrays` share memory: per array, the position of the first with the same
+    owner; then, for each pair with one owner, whether their bytes may overlap (two
+    slices of one array share an owner and need not overlap).
+
+    >>> a = np.zeros(4)
+    >>> sharing([a, a[1:], np.zeros(2)])
+    ((0, 0, 2), (True,))
+    >>> sharing([a[:2], a[2:]])
+    ((0, 0), (False,))
+    """
     first: dict = {}
-    return tuple([first.setdefault(id(memory_owner(a)), k) for k, a in enumerate(arrays)])
+    owners = tuple([first.setdefault(id(memory_owner(a)), k) for k, a in enumerate(arrays)])
+    overlaps = tuple(bool(np.may_share_memory(arrays[i], arrays[j]))
+                     for j, owner in enumerate(owners) if owner != j
+                     for i in range(owner, j) if owners[i] == owner)
+    return owners, overlaps
 
 
 def unfollowed(tensors: list, arrays: list, written: set):

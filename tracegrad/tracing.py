@@ -115,6 +115,7 @@ class Tracer:
     grads_set: set = field(default_factory=set)  # ids of tensors whose .grad the function set
     grads_only: list = field(default_factory=list)  # tensors only their .grad was set of
     reachable: set = field(default_factory=set)  # ids of the tensors the function can reach
+    held: set = field(default_factory=set)  # ids of those it finds itself, and their bases
     grad_identities: list = field(default_factory=list)  # (owner, its .grad), see note_grad_of
     broken: str | None = None
     saw_backward: bool = False
@@ -296,6 +297,7 @@ def trace(fn, args: tuple, kwargs: dict | None = None, name: str | None = None):
                  for path, t in named_arguments(fn, args, kwargs)]
     grads = [(t, t._grad) for _, t in reachable_tensors(fn)]
     tracer.reachable = {id(t) for t, _ in grads} | {id(t) for t, _ in arguments}
+    tracer.held = _held(t for t, _ in grads)
     previous, state.tracer = state.tracer, tracer
     try:
         result = fn(*args, **kwargs)
@@ -307,6 +309,16 @@ def trace(fn, args: tuple, kwargs: dict | None = None, name: str | None = None):
         raise
     state.tracer = previous
     return finish(tracer, arguments, result), result
+
+
+def _held(tensors) -> set:
+    """The ids of `tensors` and of every tensor one of them is a view of."""
+    held = set()
+    for tensor in tensors:
+        while tensor is not None and id(tensor) not in held:
+            held.add(id(tensor))
+            tensor = tensor._base[0] if tensor._base is not None else None
+    return held
 
 
 def _identifier(name: str) -> str:
