@@ -404,31 +404,26 @@ def _argument_views(trace, paths: dict, env: dict) -> list:
             continue  # shares no memory with what is written (`_sharing_check` watches)
         expression = paths[id(tensor)]
         if id(tensor) in tracer.held:  # the function's own tensor, passed to it
-            env[f"VA{len(env)}"] = tensor
-            conditions.append(f"{expression} is VA{len(env) - 1}")
+            conditions.append(f"{expression} is {_constant(tensor, env)}")
         view, links = tensor, []
-        while view._base is not None:
+        for base in tensor._bases():
             links.append((expression, view))
-            view, expression = view._base[0], f"{expression}._base[0]"
+            view, expression = base, f"{expression}._base[0]"
             if id(view) not in used:
                 continue
             for link, linked in links:  # down to here: each a view as it was
-                n = len(env)
-                env[f"VI{n}"], env[f"VR{n}"] = linked._base[1], linked._replay
-                conditions.append(f"{link}._base is not None and {link}._base[1] == VI{n} "
-                                  f"and {link}._replay == VR{n}")
+                index, replay = _constant(linked._base[1], env), _constant(linked._replay, env)
+                conditions.append(f"{link}._base is not None and {link}._base[1] == {index} "
+                                  f"and {link}._replay == {replay}")
             links = []
-            if id(view) in paths or id(view) in tracer.reachable or id(view) in tracer.held:
-                conditions.append(f"{expression} is "
-                                  f"{_reference(view, f'VB{len(env)}', paths, env)}")
+            if id(view) in paths or id(view) in tracer.held:  # an argument, or held
+                conditions.append(f"{expression} is {_reference(view, None, paths, env)}")
                 continue
             paths[id(view)] = expression  # bound through the argument
-            n = len(env)
-            env[f"VS{n}"], env[f"VD{n}"], env[f"VH{n}"] = view._data.shape, view.dtype, \
-                view._hooks
-            conditions.append(f"{expression}._data.shape == VS{n} and {expression}.dtype is "
-                              f"VD{n} and {expression}._requires_grad is {view._requires_grad} "
-                              f"and {expression}._hooks is VH{n}")
+            conditions.append(f"{expression}._data.shape == {view._data.shape!r} and "
+                              f"{expression}.dtype is {_constant(view.dtype, env)} and "
+                              f"{expression}._requires_grad is {view._requires_grad} and "
+                              f"{expression}._hooks is {_constant(view._hooks, env)}")
     return conditions
 
 
@@ -469,12 +464,19 @@ def _put_back(rngs: list, drawn: list) -> None:
         rng.bit_generator.state = state
 
 
-def _reference(tensor, name: str, paths: dict, env: dict) -> str:
+def _reference(tensor, name: str | None, paths: dict, env: dict) -> str:
     """How a variant's `run` names `tensor`: as this call's argument where the trace got it
-    as one (a later call may pass another tensor there), else as itself, `env[name]`."""
+    as one (a later call may pass another tensor there), else as itself, `env[name]` (a
+    new name if None)."""
     if id(tensor) in paths:
         return paths[id(tensor)]
-    env[name] = tensor
+    return _constant(tensor, env, name)
+
+
+def _constant(value, env: dict, name: str | None = None) -> str:
+    """A name in `env` for `value` in the code of a variant's `run`."""
+    name = name or f"_K{len(env)}"
+    env[name] = value
     return name
 
 

@@ -195,10 +195,8 @@ def _tensor_names(variant) -> dict:
     paths = {key: _name_keys(path, paths) for key, path in paths.items()}
     # a tensor an argument is a view of is named as PyTorch names it: `x._base`
     for tensor, value in trace.arguments:
-        name = value.name
-        while tensor._base is not None:
-            tensor, name = tensor._base[0], f"{name}._base"
-            paths.setdefault(id(tensor), name)
+        for depth, base in enumerate(tensor._bases(), 1):
+            paths.setdefault(id(base), value.name + "._base" * depth)
     for (tensor, value), owner in zip(trace.captured, variant.grad_owner):
         if owner is not None:
             names[id(tensor)] = f"{paths.get(id(owner), names.get(id(owner), '?'))}.grad"

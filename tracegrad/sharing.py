@@ -69,6 +69,4 @@ def unfollowed(tensors: list, arrays: list, written: set):
 
 def _root(tensor):
     """The tensor at the end of `tensor`'s chain of views."""
-    while tensor._base is not None:
-        tensor = tensor._base[0]
-    return tensor
+    return [tensor, *tensor._bases()][-1]

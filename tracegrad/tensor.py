@@ -235,6 +235,13 @@ class Tensor:
                 _trace.tracer.note_grad_of(self, self._grad)
         return self._grad is not None
 
+    def _bases(self):
+        """The tensors this one is a view of, nearest first (its base, that one's, ...)."""
+        view = self
+        while view._base is not None:
+            view = view._base[0]
+            yield view
+
     def _accumulator(self) -> AccumulateGrad:
         """This leaf's AccumulateGrad node (one per leaf while a graph uses it)."""
         node = self._accumulator_ref() if self._accumulator_ref is not None else None

@@ -313,12 +313,7 @@ def trace(fn, args: tuple, kwargs: dict | None = None, name: str | None = None):
 
 def _held(tensors) -> set:
     """The ids of `tensors` and of every tensor one of them is a view of."""
-    held = set()
-    for tensor in tensors:
-        while tensor is not None and id(tensor) not in held:
-            held.add(id(tensor))
-            tensor = tensor._base[0] if tensor._base is not None else None
-    return held
+    return {id(t) for tensor in tensors for t in (tensor, *tensor._bases())}
 
 
 def _identifier(name: str) -> str:
@@ -354,8 +349,8 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
         return Trace(None, [], [], [], [], [], [], None, tracer.broken,
                      tracer.saw_backward, arguments, tracer)
     seen_ids = {id(t) for t, _ in seen}
-    changed = [t for t in [t for t, _ in seen] + [t for t in tracer.grads_only
-                                                  if id(t) not in seen_ids]
+    candidates = [t for t, _ in seen] + [t for t in tracer.grads_only if id(t) not in seen_ids]
+    changed = [t for t in candidates
                if t._grad is not tracer.grads_before[id(t)] or id(t) in tracer.grads_set]
     # a .grad that is now a tensor the function was given or found stays that very tensor
     grad_assignments = [(t, t._grad) for t in changed if id(t._grad) in seen_ids]

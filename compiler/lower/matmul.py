@@ -166,7 +166,8 @@ def _transposed_on_stack(b: ir.IRBuilder, a, m: int, k: int, lda: int, ft) -> ir
     with b.goto_entry_block():
         copy = b.alloca(ft, size=ir.Constant(I64, m * k), name="a_transposed")
         copy.align = 64
-    b.call(transpose_function(b.module, ft), [a, copy, *(ir.Constant(I64, v) for v in (m, k, lda))])
+    sizes = [ir.Constant(I64, v) for v in (m, k, lda)]
+    b.call(transpose_function(b.module, ft), [a, copy, *sizes])
     return copy
 
 

@@ -40,7 +40,7 @@ def round_masks(width: int) -> tuple[ir.Constant, ir.Constant]:
     return ir.Constant(vector, first), ir.Constant(vector, second)
 
 
-PREFIX = "tracegrad_transpose_"
+FUNCTIONS = (("tracegrad_transpose_f32", F32), ("tracegrad_transpose_f64", F64))
 
 
 def transpose_function(module: ir.Module, ft: ir.Type) -> ir.Function:
@@ -49,7 +49,7 @@ def transpose_function(module: ir.Module, ft: ir.Type) -> ir.Function:
     whole program, its sizes arguments, so LLVM compiles it once, not once per product
     (the three copies of the small MLP step, each emitted in place, made its first call
     60 ms slower)."""
-    name = PREFIX + ("f32" if ft == F32 else "f64")
+    name = next(name for name, t in FUNCTIONS if t == ft)
     if name in module.globals:
         return module.globals[name]
     return ir.Function(module, _signature(ft), name=name)
@@ -57,13 +57,11 @@ def transpose_function(module: ir.Module, ft: ir.Type) -> ir.Function:
 
 def transposers(modules: list) -> ir.Module | None:
     """A module that defines each transpose function `modules` declare, or None."""
-    wanted = sorted({g.name for m in modules for g in m.globals.values()
-                     if isinstance(g, ir.Function) and g.name.startswith(PREFIX)})
+    wanted = [(name, ft) for name, ft in FUNCTIONS if any(name in m.globals for m in modules)]
     if not wanted:
         return None
     module = ir.Module(name="transposers")
-    for name in wanted:
-        ft = F32 if name.endswith("f32") else F64
+    for name, ft in wanted:
         fn = ir.Function(module, _signature(ft), name=name)
         # Our IR is already the code wanted: loads, shuffles, stores. LLVM's O3 pipeline
         # would spend ~40 ms on it for no faster code (measured: 53 ms to compile it at
