@@ -17,6 +17,7 @@ one of 512 KiB (placed behind its inputs), whose arrays new gradients may be wri
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -349,3 +350,72 @@ def test_a_hook_registered_or_removed_after_tracing_is_seen():
             for handle in handles:
                 handle.remove()
         assert_same(compiled_f(x), eager_f(x), f"call {i}")
+
+
+@pytest.mark.parametrize("slicing", [True, False])
+def test_backward_into_the_history_an_argument_brought_runs_eagerly(slicing):
+    """`x` comes with autograd history from before the call (a slice of a leaf, or a
+    product): backward inside the function runs through it to that leaf. A compiled call
+    would have baked in the leaf and the slice of the traced call, so the function runs
+    eagerly, with a warning, and every call's gradients go where eager mode sends them."""
+    def f(x):
+        (x * x).sum().backward()
+
+    leaves = {mode: torch.arange(4.0).requires_grad_() for mode in ("eager", "compiled")}
+    compiled = torch.compile(f)
+    for i in range(5):
+        for mode, fn in (("eager", f), ("compiled", compiled)):
+            leaf = leaves[mode]
+            x = leaf[i % 2:i % 2 + 2] if slicing else leaf * float(i + 1)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fn(x)
+            if mode == "compiled" and i == 0:
+                assert any("autograd history" in str(w.message) for w in caught)
+        np.testing.assert_allclose(leaves["compiled"].grad.numpy(),
+                                   leaves["eager"].grad.numpy(), err_msg=f"call {i}")
+    assert "autograd history" in compiled.fallback_reason
+
+
+def test_backward_from_leaves_still_compiles():
+    """Arguments and parameters that are leaves bring no history: the step compiles."""
+    w = torch.ones(3, requires_grad=True)
+
+    def step(x):
+        (x * w).sum().backward()
+
+    compiled = torch.compile(step)
+    for _ in range(3):
+        compiled(torch.arange(3.0))
+    assert compiled.fallback_reason is None
+    np.testing.assert_allclose(w.grad.numpy(), 3 * np.arange(3.0))
+
+
+@pytest.mark.parametrize("write", ["mul_ of a tensor with history", "copy_ of a product"])
+def test_an_in_place_write_that_autograd_records_runs_eagerly(write):
+    """An in-place write gives the tensor new history in eager mode (`x.mul_(2)` on a
+    tensor that requires grad; `buf.copy_(w * 2)` makes `buf` require grad). A compiled
+    call would write the values back and leave the old history, so a backward through
+    the tensor after the call would miss the write: the function runs eagerly."""
+    def f(x, w):
+        if write.startswith("mul_"):
+            x.mul_(2.0)
+        else:
+            x.copy_(w * 2.0)
+        return (x * x).sum()
+
+    compiled = torch.compile(f)
+    grads = {}
+    for mode, fn in (("eager", f), ("compiled", compiled), ("compiled", compiled)):
+        p, w = torch.arange(4.0).requires_grad_(), torch.ones(4, requires_grad=True)
+        x = p * 1.0 if write.startswith("mul_") else torch.zeros(4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (fn(x, w) + x.sum()).backward()  # `x` after the call: its history has the write
+        grads.setdefault(mode, []).append((p.grad, w.grad))
+    for p_grad, w_grad in grads["compiled"]:
+        for got, want in zip((p_grad, w_grad), grads["eager"][0]):
+            assert (got is None) == (want is None)
+            if want is not None:
+                np.testing.assert_allclose(got.numpy(), want.numpy())
+    assert "writes in place" in compiled.fallback_reason

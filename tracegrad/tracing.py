@@ -122,6 +122,9 @@ class Tracer:
     # IR input value -> the array of the tensor it was bound to, when bound: which inputs
     # shared memory when traced (a later call must find them sharing alike)
     input_arrays: dict = field(default_factory=dict)
+    # id(input tensor) -> its grad_fn when bound: the autograd history it brought, which a
+    # compiled call can neither run backward through nor extend (`note_backward`, `finish`)
+    histories: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.builder = GraphBuilder(self.name)
@@ -132,8 +135,7 @@ class Tracer:
         value = self.builder.add_input(tensor._data.shape, tensor.dtype, name=name)
         self.grads_before[id(tensor)] = tensor._grad
         self.restore.append((tensor, tensor._data.copy(), tensor._grad))
-        self.input_arrays[value] = tensor._data
-        self._bind(tensor, value)
+        self._bind_input(tensor, value)
         return value
 
     # --- the hooks the library calls while tracing ---
@@ -248,6 +250,18 @@ class Tracer:
         """Whether `tensor` was made inside the function from data (so may be baked in)."""
         return id(tensor) in self.made and id(tensor) not in self.values
 
+    def note_backward(self, nodes, targets: set) -> None:
+        """Backward runs the autograd `nodes` (`targets` only to read the gradient that
+        reaches them): break the trace if one is history an input brought from before the
+        call. That history (a slice of a leaf, a product) is eager work outside the
+        function; recorded, it would be baked in, and a later call on another tensor would
+        send its gradients to the tensors of the traced call."""
+        self.saw_backward = True
+        brought = {id(node) for node in self.histories.values() if node is not None}
+        if any(id(node) in brought for node in nodes if node not in targets):
+            self.break_graph("backward() runs into the autograd history of a tensor the "
+                             "function was given (made before the call, not a leaf)")
+
     def break_graph(self, reason: str) -> None:
         if not self.broken:
             self.broken = f"{reason} at {_user_location()}"
@@ -267,9 +281,15 @@ class Tracer:
             self.captured.append((x, value))
             self.grads_before.setdefault(id(x), x._grad)  # unless the function set it
             self.restore.append((x, x._data.copy(), x._grad))
-            self.input_arrays[value] = x._data
+            self._bind_input(x, value)
+            return value
         self._bind(x, value)
         return value
+
+    def _bind_input(self, tensor: Tensor, value) -> None:
+        self.input_arrays[value] = tensor._data
+        self.histories[id(tensor)] = tensor.grad_fn
+        self._bind(tensor, value)
 
     def _bind(self, tensor: Tensor, value) -> None:
         self.values[id(tensor)] = value
@@ -345,6 +365,7 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
         [(t, tracer.values[id(t)]) for t, v in seen if tracer.values[id(t)] is not v]
     if writes:
         _check_sharing(tracer, arguments, seen, writes)
+        _check_histories(tracer, arguments, writes)
     if tracer.broken:
         return Trace(None, [], [], [], [], [], [], None, tracer.broken,
                      tracer.saw_backward, arguments, tracer)
@@ -379,6 +400,21 @@ def _check_sharing(tracer: Tracer, arguments: list, seen: list, writes: list) ->
         tracer.broken = (f"{a} and {b} share memory, and neither is a view of the other "
                          f"(tensors made with from_numpy, .data or .detach() on one array?): "
                          f"an in-place write to one would not show in the other")
+
+
+def _check_histories(tracer: Tracer, arguments: list, writes: list) -> None:
+    """Break the trace if an in-place write gave a tensor new autograd history (`x.mul_(2)`
+    on a tensor that requires grad, `buf.copy_(w * 2)`): a compiled call writes the values
+    back but cannot give the tensor the history eager mode does, and a backward through
+    it afterwards would miss the write."""
+    for tensor, _ in writes:
+        if tensor.grad_fn is not tracer.histories[id(tensor)]:
+            names = {id(t): f"argument '{v.name}'" for t, v in arguments}
+            name = names.get(id(tensor), f"a tensor of shape {list(tensor.shape)} the "
+                                         f"function reaches")
+            tracer.broken = (f"the function writes in place to {name} where autograd records "
+                             f"it: a compiled call could not give it that history")
+            return
 
 
 def is_scalar(x) -> bool:

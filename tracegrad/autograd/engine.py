@@ -43,8 +43,6 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, create_graph: bool,
             raise RuntimeError(f"element {i} of tensors does not require grad and does not "
                                f"have a grad_fn")
         roots.append(t._edge())
-    if _trace.tracer is not None:
-        _trace.tracer.saw_backward = True
     targets = {}
     for k, t in enumerate(inputs or ()):
         if not t.requires_grad:
@@ -53,6 +51,8 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, create_graph: bool,
     dependencies = _count_dependencies([node for node, _ in roots])
     if targets:
         dependencies = _prune_to_targets(dependencies, {node for node, _ in targets})
+    if _trace.tracer is not None:
+        _trace.tracer.note_backward(dependencies, {node for node, _ in targets})
     pending, owned = {}, set()
     for (node, nr), g in zip(roots, grad_outputs):
         _add_grad(pending, node, nr, g)
