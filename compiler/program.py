@@ -48,23 +48,22 @@ class Program:
 
     @cached_property
     def plan(self):
-        from .lower.execute import native_memory_plan
+        from .lower.build import native_memory_plan
 
         return native_memory_plan(self.schedule)
 
     def _compile(self, cache: bool) -> None:
-        from .lower import NativeProgram, can_lower
+        from .lower.execute import NativeProgram, NotLowerable
 
-        lowerable, why = can_lower(self.graph)
-        if not lowerable:
-            self.fallback_reason = why
-            return
         program_cache = None
         if not cache:
             from ..runtime.cache import ProgramCache
 
             program_cache = ProgramCache(enabled=False)
-        self.native = NativeProgram(self.graph, cache=program_cache)
+        try:
+            self.native = NativeProgram(self.graph, cache=program_cache)
+        except NotLowerable as why:
+            self.fallback_reason = str(why)
 
     def fresh_outputs(self) -> list:
         """Per graph output: whether `run` always returns a new array no one else holds."""

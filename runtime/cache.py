@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
@@ -218,6 +217,9 @@ class ProgramCache:
 
     def _write(self, key: str, object_code: ObjectCode, extra: bytes = b"") -> None:
         temporary = None
+        import tempfile  # here, not at the top: a process that only reads (a warm first
+        # call) does not pay the 3-4 ms tempfile takes to import
+
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-",

@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import pathlib
+import tempfile
 import warnings
 
 import numpy as np
@@ -108,7 +109,7 @@ def test_read_only_directory_runs_from_memory(tmp_path, use_cache, monkeypatch):
             def refuse(*args, **kwargs):
                 raise PermissionError(errno.EACCES, "Permission denied", str(directory))
 
-            monkeypatch.setattr(cache_module.tempfile, "mkstemp", refuse)
+            monkeypatch.setattr(tempfile, "mkstemp", refuse)
         cache = use_cache(directory)
         assert len(cache_warnings_of(compile_and_check)) == 1
         assert cache.stats.failed_writes == 1

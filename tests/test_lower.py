@@ -28,7 +28,7 @@ from tracegrad.compiler.ops.dtypes import from_numpy
 
 lower = pytest.importorskip("tracegrad.compiler.lower")
 from tracegrad.compiler.lower import Kernel, NativeProgram, NotLowerable, can_lower
-from tracegrad.compiler.lower.execute import kernels_for
+from tracegrad.compiler.lower.build import kernels_for
 from tracegrad.runtime.cache import ProgramCache
 
 # Same arithmetic as NumPy's, so the same bits (sqrt is IEEE; comparisons, moves and
@@ -462,8 +462,9 @@ def test_elementwise_throughput_is_reported(cache, capsys):
 
 def test_small_products_run_on_one_blas_thread_and_restore_the_count(cache):
     from tracegrad.compiler.lower import matmul
+    from tracegrad.compiler.lower.blas import find_blas
 
-    blas = matmul.find_blas()
+    blas = find_blas()
     if blas is None or blas.threads is None:
         pytest.skip("no OpenBLAS with a thread count to set")
     text = "def f(x0: f32[{m},{k}], x1: f32[{k},{n}]):\n    v0 = matmul(x0, x1)\n    return (v0,)"
@@ -480,8 +481,9 @@ def test_small_products_run_on_one_blas_thread_and_restore_the_count(cache):
 
 def test_blas_thread_count_is_set_only_where_it_changes_between_kernels(cache):
     from tracegrad.compiler.lower import matmul
+    from tracegrad.compiler.lower.blas import find_blas
 
-    blas = matmul.find_blas()
+    blas = find_blas()
     if blas is None or blas.threads is None:
         pytest.skip("no OpenBLAS with a thread count to set")
     # a chain of small (2^21 multiply-adds), large (2^23) and small products: one thread
@@ -507,7 +509,7 @@ def test_blas_thread_count_is_set_only_where_it_changes_between_kernels(cache):
 
 
 def test_matmul_throughput_is_reported(cache, capsys):
-    from tracegrad.compiler.lower import matmul
+    from tracegrad.compiler.lower import blas
 
     n = 512
     graph = parse_graph(f"def mm(x0: f32[{n},{n}], x1: f32[{n},{n}]):\n"
@@ -515,15 +517,15 @@ def test_matmul_throughput_is_reported(cache, capsys):
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
     figures = {}
-    saved = matmul.BACKEND
+    saved = blas.BACKEND
     try:
         for backend in ("blas", "loops"):
-            matmul.BACKEND = backend
+            blas.BACKEND = backend
             run = native(graph, cache).run
             assert_matches(run(a, b), [a @ b], backend, rtol=1e-4)
             figures[backend] = 2 * n ** 3 / _best(lambda run=run: run(a, b), 5) / 1e9
     finally:
-        matmul.BACKEND = saved
+        blas.BACKEND = saved
     with capsys.disabled():
         print(f"\n[lower] matmul 512x512 float32: BLAS {figures['blas']:.0f} GFLOP/s, "
               f"own loop nest {figures['loops']:.0f} GFLOP/s")

@@ -13,6 +13,7 @@ does).
 
 >>> import numpy as np
 >>> from tracegrad.compiler.ir_text import parse_graph
+>>> from tracegrad.compiler.lower import NativeProgram, can_lower
 >>> g = parse_graph('''def f(x0: f32[2,3]):
 ...     v0 = exp(x0)
 ...     v1 = sum(v0, axes=(1,), keepdims=False)
@@ -22,13 +23,23 @@ does).
 >>> out, = NativeProgram(g).run(np.zeros((2, 3), np.float32))
 >>> out
 array([3., 3.], dtype=float32)
+
+The names below are imported from their modules when first asked for (PEP 562): running a
+program found in the disk cache needs `execute.py` and not the code generator.
 """
 
-from .execute import NativeProgram, NotLowerable, can_lower, kernels_for, run_native
-from .lowering import install
-from .plan import Kernel, trivial_kernels
+import importlib
 
-install()
+_HOMES = {"Kernel": "plan", "NativeProgram": "execute", "NotLowerable": "execute",
+          "can_lower": "build", "install": "lowering", "kernels_for": "build",
+          "run_native": "execute", "trivial_kernels": "plan"}
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
 
 __all__ = ["Kernel", "NativeProgram", "NotLowerable", "can_lower", "install", "kernels_for",
            "run_native", "trivial_kernels"]

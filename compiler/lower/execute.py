@@ -10,14 +10,15 @@ runtime's cache (memory, then disk), so building the same program twice compiles
 >>> NativeProgram(g).run(np.arange(3, dtype=np.float32))
 [array([0., 2., 4.], dtype=float32)]
 
-Graphs with an op that has no lowering are rejected up front: `can_lower(graph)` says
-which node and why, so the caller can run the interpreter instead (and warn).
+Graphs with an op that has no lowering are rejected (`NotLowerable`, from
+`build.can_lower`, which says which node and why), so the caller can run the interpreter
+instead (and warn). What lowering takes (`build.py`) is imported only when a program is
+lowered, not when it is found stored.
 """
 
 from __future__ import annotations
 
 import ctypes
-import threading
 import time
 import warnings
 
@@ -25,26 +26,10 @@ import numpy as np
 
 from ...runtime.buffers import PAGE, empty_behind, is_behind, nbytes, offset_behind
 from ..interpret import _checked_input
-from ..ir import Graph, Value
-from ..ops import PRIMITIVES
-from . import expr, matmul
-from .lowering import install, lowering_of
-from .plan import Kernel, kernel_name, plan_program, trivial_kernels
-from .program import (
-    ARENA,
-    CONSTANTS,
-    ENTRY,
-    EXPECTED,
-    INPUTS,
-    OUTPUTS,
-    emit_program,
-    expected_inputs,
-)
-from .scalar import supports
+from ..ir import Graph
 from .stored_program import Binding, program_key
-from .views import IndexPlan
+from .table import ARENA, CONSTANTS, ENTRY, EXPECTED, INPUTS, OUTPUTS, expected_inputs
 
-_build_lock = threading.Lock()  # the expression and index tables are process-wide
 # Outputs this large are placed in their pages (`runtime.buffers.empty_behind`): that costs
 # a few microseconds a call, less than a loop over a quarter MiB takes.
 PLACED_OUTPUT_BYTES = 1 << 18
@@ -52,101 +37,6 @@ PLACED_OUTPUT_BYTES = 1 << 18
 
 class NotLowerable(RuntimeError):
     """The graph has a node the native backend cannot run; the message names it."""
-
-
-def can_lower(graph: Graph) -> tuple[bool, str]:
-    """`(True, "")`, or `(False, why)` naming the first node that has no lowering.
-
-    >>> from tracegrad.compiler.ir_text import parse_graph
-    >>> can_lower(parse_graph("def f(x0: i64[2]):\\n    v0 = exp(x0)\\n    return (v0,)"))
-    (False, "node 'v0 = exp(x0)': exp has no lowering for i64 operands")
-    """
-    for node in graph.nodes:
-        why = _why_not(node)
-        if why:
-            where = f" at {node.loc}" if node.loc else ""
-            return False, f"node '{node!r}'{where}: {why}"
-    return True, ""
-
-
-def _why_not(node) -> str:
-    if node.op == "constant":
-        return ""
-    if node.op not in PRIMITIVES or lowering_of(node.op) is None:
-        return f"{node.op} has no lowering yet"
-    prim = PRIMITIVES[node.op]
-    tensors = [x for x in node.inputs if isinstance(x, Value)]
-    if prim.kind == "elementwise":
-        from .expr import operand_dtype
-
-        dtype = operand_dtype(node)
-        if not supports(node.op, dtype.is_floating_point):
-            return f"{node.op} has no lowering for {_short(dtype)} operands"
-    if "index" in node.attrs:
-        try:
-            shape = node.attrs.get("shape", tensors[0].shape if tensors else ())
-            IndexPlan(tuple(shape) if node.op == "scatter_add" else tensors[0].shape,
-                      node.attrs["index"])
-        except (TypeError, ValueError, IndexError) as exc:
-            return f"its index {node.attrs['index']!r} is not supported ({exc})"
-    return ""
-
-
-def _short(dtype) -> str:
-    from ..ir import SHORT_NAMES
-
-    return SHORT_NAMES[dtype]
-
-
-def kernels_for(graph: Graph, use_schedule: bool = True) -> tuple[list, object]:
-    """`(kernels, memory_plan)`: the scheduler's fused kernels and its memory plan when
-    `compiler/schedule.py` can schedule the graph, else one kernel per node and None."""
-    if not use_schedule:
-        return trivial_kernels(graph), None
-    try:
-        from ..schedule import schedule
-    except ImportError:
-        return trivial_kernels(graph), None
-    try:
-        fused = schedule(graph)
-        return kernels_from_schedule(fused), native_memory_plan(fused)
-    except Exception as exc:  # noqa: BLE001 - a scheduler bug must not stop the program
-        warnings.warn(f"tracegrad: the scheduler failed ({type(exc).__name__}: {exc}); "
-                      f"compiling one kernel per node", RuntimeWarning, stacklevel=3)
-        return trivial_kernels(graph), None
-
-
-def kernels_from_schedule(schedule) -> list:
-    """Our `Kernel`s from anything with `.kernels` whose items have `.nodes` (and
-    optionally `.name` and `.outputs`)."""
-    kernels = []
-    for i, k in enumerate(schedule.kernels):
-        nodes = list(k.nodes)
-        name = getattr(k, "name", None) or kernel_name(i, nodes)
-        kernels.append(Kernel(_identifier(name, i, nodes), nodes,
-                              list(getattr(k, "outputs", []) or [])))
-    return kernels
-
-
-def _identifier(name: str, i: int, nodes: list) -> str:
-    clean = "".join(c if c.isalnum() or c == "_" else "_" for c in str(name))
-    return clean if clean and not clean[0].isdigit() else kernel_name(i, nodes)
-
-
-def native_memory_plan(schedule):
-    """The memory plan a native program runs on. Its outputs (new parameters, gradients)
-    get buffers of their own: they outlive the call, so keeping them in the arena would
-    only pin arena space to the end."""
-    from ..memory_plan import plan_memory
-
-    return plan_memory(schedule, outputs_in_arena=False)
-
-
-def _plan_memory_of(schedule):
-    try:
-        return native_memory_plan(schedule)
-    except Exception:  # noqa: BLE001 - without a plan our own planner places everything
-        return None
 
 
 class NativeProgram:
@@ -165,16 +55,14 @@ class NativeProgram:
 
     def __init__(self, graph_or_schedule, *, kernels: list | None = None, cache=None,
                  memory_plan=None, fuse: bool = True):
-        install()
         graph = graph_or_schedule
         if not isinstance(graph, Graph):
+            from .build import _plan_memory_of, kernels_from_schedule
+
             schedule, graph = graph_or_schedule, graph_or_schedule.graph
             if kernels is None:
                 kernels = kernels_from_schedule(schedule)
                 memory_plan = memory_plan or _plan_memory_of(schedule)
-        ok, why = can_lower(graph)
-        if not ok:
-            raise NotLowerable(why)
         from ...runtime.cache import default_cache
 
         self.graph = graph
@@ -186,6 +74,11 @@ class NativeProgram:
         key = program_key(graph, fuse, self.cache.engine) if by_graph else None
         binding = self._stored(key) if key else None
         if binding is None:
+            from .build import can_lower
+
+            ok, why = can_lower(graph)
+            if not ok:
+                raise NotLowerable(why)
             binding = self._lower()
             # Stored by graph, it is found by graph: a second entry under the IR's hash
             # would only double the disk writes.
@@ -213,23 +106,14 @@ class NativeProgram:
 
     def _lower(self) -> Binding:
         """Schedule (unless given), plan and emit the LLVM IR; what the caller binds."""
-        kernels, memory_plan, fuse = self._lowering
+        from .build import lower
+
         start = time.perf_counter()
-        with _build_lock:
-            try:
-                if kernels is None:
-                    kernels, planned = kernels_for(self.graph, fuse)
-                    memory_plan = memory_plan or planned
-                self.kernels, self.memory_plan = kernels, memory_plan
-                self.plan = plan_program(self.graph, kernels)
-                emitted = emit_program(self.plan, memory_plan)
-            finally:
-                expr.clear_interned()
+        self.kernels, self.memory_plan, self.plan, emitted, binding = \
+            lower(self.graph, *self._lowering)
         self._ir, self.layout = emitted.ir, emitted.layout
         self.lower_seconds = time.perf_counter() - start
-        if emitted.uses_blas:
-            matmul.find_blas()  # its symbols must be known before the code is linked
-        return _binding(self.graph, self.plan, emitted)
+        return binding
 
     @property
     def ir(self) -> str:
@@ -374,27 +258,6 @@ class NativeProgram:
         from ..ir import IRError
 
         raise IRError(f"{self.graph.name} takes {len(self._inputs)} inputs, got {len(arrays)}")
-
-
-def _binding(graph: Graph, plan, emitted) -> Binding:
-    """How the caller's arrays meet the emitted program (see `Binding`)."""
-    layout = emitted.layout
-    outputs = [(buf.shape, np.dtype(buf.dtype.numpy).name) for buf in layout.outputs]
-    positions = {v: i for i, v in enumerate(graph.inputs)}
-    produced = {buf: k for k, buf in enumerate(layout.outputs)}
-    results = []  # per graph output: ("out", k) | ("in", i) | ("const", array)
-    for v in graph.outputs:
-        if v in plan.outputs:
-            results.append(("out", produced[plan.outputs[v]]))
-        elif v in positions:
-            results.append(("in", positions[v]))
-        else:
-            value = plan.constants[v]
-            array = value.data if isinstance(value, expr.Buffer) else \
-                np.full(v.shape, value, dtype=v.dtype.numpy)
-            results.append(("const", array))
-    return Binding(layout.arena_bytes, outputs, [b.data for b in layout.tables],
-                   results, emitted.kernel_names, emitted.uses_blas)
 
 
 def run_native(graph: Graph, *arrays, **options) -> list:

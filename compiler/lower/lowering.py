@@ -152,9 +152,10 @@ def _matmul(ctx: NestContext, node: Node, target: Buffer, transposed: bool = Fal
     last two axes swapped, computed directly as b^T @ a^T (autodiff's weight gradients are
     `(x^T @ g)^T`: no transposing copy)."""
     from . import matmul
+    from .blas import use_blas
 
     a, b = node.inputs
-    if not matmul.use_blas() or not matmul.gemm_supported(node.out.dtype) \
+    if not use_blas() or not matmul.gemm_supported(node.out.dtype) \
             or 0 in node.out.shape[-2:] + a.shape[-1:]:  # BLAS rejects empty leading dims
         return _matmul_loops(ctx, node, target, transposed)
     (abuf, atrans), (bbuf, btrans) = _operand(ctx, a), _operand(ctx, b)

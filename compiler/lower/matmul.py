@@ -3,7 +3,7 @@
 **Why BLAS and not our own kernel.** Measured on the 2-core Zen 4 this was written on
 (tests/test_lower.py prints both figures): through this module OpenBLAS's sgemm runs a
 512x512 float32 product at 190-200 GFLOP/s (what NumPy's `@` gets), while the best loop
-nest our generator writes (`BACKEND = "loops"`: a reduction over k that vectorises along
+nest our generator writes (`blas.BACKEND = "loops"`: a reduction over k that vectorises along
 n, the cache-friendly i-k-j order, AVX-512) reaches 40-60 GFLOP/s: it keeps one row of C
 in registers at a time and streams B from L2 once per row of A. Closing
 that gap needs register tiling (a 6x32 or 14x16 micro-kernel held in zmm registers), B
@@ -22,31 +22,18 @@ are passed with BLAS's transpose flags, not copied; a batch broadcasts by stride
 from __future__ import annotations
 
 import ctypes
-import glob
-import os
-from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ...runtime.once import once
 from ...runtime.threads import POOL_REST
 from ..ops.dtypes import float32, float64
 from . import index as ix
+from .blas import find_blas
 from .llvm_types import F32, F64, I32, I64, PTR, VOID, constant
 from .nests import GemmCall
 from .transpose import transpose_function
 
-BACKEND = os.environ.get("TRACEGRAD_MATMUL", "blas")  # "blas" or "loops" (for comparison)
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-
-
-@dataclass(frozen=True)
-class Blas:
-    path: str
-    sgemm: str
-    dgemm: str
-    index_bits: int  # 64 for ILP64 builds (NumPy's), 32 otherwise
-    threads: tuple | None  # OpenBLAS's (set, get) of its thread count, if it has them
 
 
 # OpenBLAS splits any product of more than ~2^18 multiply-adds across its own threads,
@@ -60,51 +47,6 @@ class Blas:
 # (`BlasThreads`). A kernel has at most one product (`compiler/fuse.py`), or a batch of
 # them of one size; one of mixed sizes would get the count its largest product wants.
 SINGLE_THREAD_BELOW = 1 << 22  # multiply-adds (m * n * k) of one product
-
-_CANDIDATES = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 64),
-               ("cblas_sgemm64_", "cblas_dgemm64_", 64),
-               ("cblas_sgemm", "cblas_dgemm", 32)]
-_THREAD_FUNCTIONS = [("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-                     ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-                     ("openblas_set_num_threads", "openblas_get_num_threads")]
-
-
-def _candidate_paths():
-    """NumPy's own OpenBLAS first; the system's only if that fails (`find_library` runs
-    `ldconfig`, which costs a first call tens of milliseconds)."""
-    import ctypes.util
-
-    import numpy
-
-    libs = os.path.join(os.path.dirname(os.path.dirname(numpy.__file__)), "numpy.libs")
-    yield from sorted(glob.glob(os.path.join(libs, "*openblas*.so*")))
-    system = ctypes.util.find_library("openblas")
-    if system:
-        yield system
-
-
-@once
-def find_blas() -> Blas | None:
-    """The BLAS NumPy uses (loaded into LLVM's symbol table), or None."""
-    import llvmlite.binding as llvm
-
-    for path in _candidate_paths():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for sgemm, dgemm, bits in _CANDIDATES:
-            if hasattr(lib, sgemm) and hasattr(lib, dgemm):
-                llvm.load_library_permanently(path)
-                threads = next(((setter, getter) for setter, getter in _THREAD_FUNCTIONS
-                                if hasattr(lib, setter) and hasattr(lib, getter)), None)
-                return Blas(path, sgemm, dgemm, bits, threads)
-    return None
-
-
-def use_blas() -> bool:
-    return BACKEND == "blas" and find_blas() is not None
-
 
 def emit_gemm_call(b: ir.IRBuilder, emitter, call: GemmCall) -> None:
     """`c = a @ b` for one matrix of the batch: one cblas_?gemm call."""

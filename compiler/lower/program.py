@@ -1,14 +1,6 @@
 """One entry point per program, `i64 program(ptr %table)`, in a module of its own.
 
-`table` is an array of pointers the caller fills once per call:
-
-    table[INPUTS]          a tuple of the input arrays (NumPy objects: the program checks
-                           each and reads its data pointer, `runtime/object_layout.py`)
-    table[OUTPUTS]         a tuple of the output arrays, made for the call and written in
-                           place, NumPy objects too
-    table[ARENA]           the arena (64-byte aligned; temporaries at planned offsets)
-    table[EXPECTED]        what the inputs must be (`expected_inputs`)
-    table[CONSTANTS ..)    large constants (small ones are globals in the module)
+`table` is an array of pointers the caller fills once per call (its slots: `table.py`).
 
 `program` first checks that each input is an `np.ndarray` of its planned dtype and shape
 in C order: if one is not, it returns its position plus one and runs nothing (the caller
@@ -32,7 +24,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-import numpy as np
 from llvmlite import ir
 
 from ...runtime.object_layout import C_CONTIGUOUS, WORD, object_layout
@@ -45,11 +36,10 @@ from .nests import MapNest
 from .plan import ProgramPlan
 from .reduce_loops import emit_reduce
 from .row_groups import group_rows
+from .table import ARENA, CONSTANTS, ENTRY, EXPECTED, INPUTS, OUTPUTS
 from .transpose import transposers
 
-ENTRY = "program"
 ALIGNMENT = 64
-INPUTS, OUTPUTS, ARENA, EXPECTED, CONSTANTS = range(5)  # the table's slots (see above)
 
 
 @dataclass
@@ -309,17 +299,6 @@ def _word(b: ir.IRBuilder, base, offset, name: str = "", typ=PTR):
     """The `typ` at byte `offset` (an int or an i64 value) from `base`."""
     offset = ir.Constant(I64, offset) if isinstance(offset, int) else offset
     return b.load(b.gep(base, [offset], inbounds=True, source_etype=I8), typ=typ, name=name)
-
-
-def expected_inputs(inputs) -> np.ndarray:
-    """What `check_inputs` compares the inputs with, from their (shape, dtype) pairs: their
-    count and the address of `np.ndarray`, then per input the address of NumPy's object
-    for its dtype, its ndim and its dimensions. (Addresses of this process: it is made
-    for each process, never stored.)"""
-    words = [len(inputs), id(np.ndarray)]
-    for shape, dtype in inputs:
-        words += [id(np.dtype(dtype)), len(shape), *shape]
-    return np.array(words, dtype=np.int64)
 
 
 def _input_checker(module) -> ir.Function:

@@ -10,7 +10,7 @@ The key must change whenever the machine code could. It hashes:
 
 * the graph, exactly (`ir_text.digest_graph`: its text, arrays by the hash of their
   bytes);
-* the lowering options: `fuse`, and the matmul backend (`matmul.BACKEND`, which
+* the lowering options: `fuse`, and the matmul backend (`blas.BACKEND`, which
   ``TRACEGRAD_MATMUL`` sets);
 * the source of every module of the compiler and the runtime, so editing or upgrading
   tracegrad never loads code made by another version;
@@ -39,7 +39,7 @@ import numpy as np
 
 from ...runtime.once import once
 from ..ir_text import digest_graph
-from . import matmul
+from . import blas
 
 
 @once
@@ -72,9 +72,9 @@ def program_key(graph, fuse: bool, engine) -> str | None:
     fingerprint = compiler_fingerprint()
     if fingerprint is None:
         return None
-    blas = matmul.find_blas()
+    library = blas.find_blas()
     parts = ["stored-program 3", f"compiler={fingerprint}", f"fuse={fuse}",
-             f"matmul={matmul.BACKEND!r}", f"blas={blas!r}", f"python={sys.version_info[:2]}",
+             f"matmul={blas.BACKEND!r}", f"blas={library!r}", f"python={sys.version_info[:2]}",
              f"numpy={np.__version__}", f"objects={object_layout().describe()}",
              f"graph={digest_graph(graph)}"]
     return cache_key("\n".join(parts), engine)
