@@ -119,6 +119,7 @@ class Variant:
         paths = _argument_paths(args, kwargs)
         env: dict = {}
         self.views = _argument_views(trace, paths, env)
+        self.held_views = _held_views(trace, env)
         inputs = _inputs(self, trace, paths, env)
         self.sources = [_function(e, env) for e, _ in inputs]  # per graph input
         # the tensors a call's gradients flow to are this call's: the arguments, and the
@@ -168,6 +169,9 @@ class Variant:
         if self.views:
             lines += [f"    if not ({' and '.join(self.views)}):",
                       f"        return failed({VIEWS_CHANGED!r})"]
+        if self.held_views:
+            lines += [f"    if not ({' and '.join(self.held_views)}):",
+                      f"        return failed({VIEW_SPLIT!r})"]
         env["failed"] = self._failed
         # a call refused once its random tensors are drawn puts the generators back, so
         # that the eager run in its place draws what it would have drawn
@@ -343,6 +347,8 @@ class Variant:
 
 VIEWS_CHANGED = ("an argument is a view of another tensor, or at another index, than the "
                  "view the call was traced with, whose base the function changes or reads")
+VIEW_SPLIT = ("a view the function holds is no longer a view of the tensor it was traced as a "
+              "view of (`.data = ...` on one of them), and the call derives one from the other")
 SHARING_CHANGED = ("tensors the function writes in place share memory with tensors it reads "
                    "otherwise than when the call was traced")
 GRAD_REPLACED = ("a tensor's .grad is no longer the tensor the function also holds itself, "
@@ -395,8 +401,7 @@ def _argument_views(trace, paths: dict, env: dict) -> list:
         return []  # nothing written: each input is read once, whatever it shares
     tracer = trace.tracer
     seen = trace.arguments + trace.captured
-    written = {id(t) for t, _ in trace.writes}
-    owners = {id(memory_owner(tracer.input_arrays[v])) for t, v in seen if id(t) in written}
+    owners = _written_owners(trace)
     used = {id(t) for t, _ in seen}
     conditions: list = []
     for tensor, value in trace.arguments:
@@ -425,6 +430,35 @@ def _argument_views(trace, paths: dict, env: dict) -> list:
                               f"{expression}._requires_grad is {view._requires_grad} and "
                               f"{expression}._hooks is {_constant(view._hooks, env)}")
     return conditions
+
+
+def _held_views(trace, env: dict) -> list:
+    """Conditions (expressions for `run`) under which the views the function holds itself
+    (in a closure, a module) are still views of what they were when traced, in a trace
+    that writes memory they share: there a view is derived from its base after a write
+    to the base (`inplace._refresh_views`), and the base from the view after a write to
+    the view (`inplace._rebase`). `.data = ...` on either ends that relation
+    (`Tensor._unlink_views`). A view's `_base` is set once, when it is made, so each link
+    down the chain must be the very one traced: an identity test, ~10 ns a call."""
+    if not trace.writes:
+        return []
+    owners, checked, conditions = _written_owners(trace), set(), []
+    for view in trace.tracer.held_views:
+        if id(memory_owner(view._data)) not in owners:
+            continue  # nothing written derives it or from it
+        while view._base is not None and id(view) not in checked:
+            checked.add(id(view))
+            conditions.append(f"{_constant(view, env)}._base is {_constant(view._base, env)}")
+            view = view._base[0]
+    return conditions
+
+
+def _written_owners(trace) -> set:
+    """The ids of the memory owners of the tensors the trace writes in place."""
+    written = {id(t) for t, _ in trace.writes}
+    arrays = trace.tracer.input_arrays
+    return {id(memory_owner(arrays[v])) for t, v in trace.arguments + trace.captured
+            if id(t) in written}
 
 
 def _fresh(array, inputs: tuple):

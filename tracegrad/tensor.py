@@ -242,6 +242,25 @@ class Tensor:
             view = view._base[0]
             yield view
 
+    def _unlink_views(self) -> None:
+        """End the view relations of this tensor, whose memory `.data = ...` replaces: with
+        its base and with its own views, which keep the memory they had (as in PyTorch).
+        Everything that follows `_base` (in-place writes reaching a base or the other
+        views, a trace deriving a view from its base, the sharing rule) then sees
+        separate tensors, and a compiled call traced when they were views is refused
+        (`compiled_variant._held_views`). Views of the views keep theirs: they still
+        share those views' memory."""
+        if self._base is not None:
+            base = self._base[0]
+            base._views = [ref for ref in base._views or ()
+                           if (view := ref()) is not None and view is not self]
+            self._base = self._replay = None
+        for ref in self._views or ():
+            view = ref()
+            if view is not None:
+                view._base = view._replay = None
+        self._views = None
+
     def _accumulator(self) -> AccumulateGrad:
         """This leaf's AccumulateGrad node (one per leaf while a graph uses it)."""
         node = self._accumulator_ref() if self._accumulator_ref is not None else None
@@ -386,11 +405,24 @@ class Tensor:
             >>> x.data = torch.tensor([5.0])
             >>> x
             tensor([5.], requires_grad=True)
+
+        As in PyTorch, views made before keep the memory they had:
+
+            >>> w = torch.zeros(3); v = w[:2]
+            >>> w.data = torch.ones(3)
+            >>> v
+            tensor([0., 0.])
         """
         return self.detach()
 
     @data.setter
     def data(self, value: Tensor) -> None:
+        if value._data is not self._data:
+            if _trace.tracer is not None:  # a compiled call would write into the old memory
+                _trace.tracer.break_graph("`.data = ...` replaces a tensor's memory, which a "
+                                          "compiled call cannot do")
+            if self._base is not None or self._views:
+                self._unlink_views()
         self._data = value._data
         self.dtype = value.dtype
 

@@ -116,6 +116,7 @@ class Tracer:
     grads_only: list = field(default_factory=list)  # tensors only their .grad was set of
     reachable: set = field(default_factory=set)  # ids of the tensors the function can reach
     held: set = field(default_factory=set)  # ids of those it finds itself, and their bases
+    held_views: list = field(default_factory=list)  # the tensors it finds that are views
     grad_identities: list = field(default_factory=list)  # (owner, its .grad), see note_grad_of
     broken: str | None = None
     saw_backward: bool = False
@@ -318,6 +319,7 @@ def trace(fn, args: tuple, kwargs: dict | None = None, name: str | None = None):
     grads = [(t, t._grad) for _, t in reachable_tensors(fn)]
     tracer.reachable = {id(t) for t, _ in grads} | {id(t) for t, _ in arguments}
     tracer.held = _held(t for t, _ in grads)
+    tracer.held_views = [t for t, _ in grads if t._base is not None]
     previous, state.tracer = state.tracer, tracer
     try:
         result = fn(*args, **kwargs)
