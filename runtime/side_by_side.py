@@ -60,9 +60,9 @@ def compile_side_by_side(requests: list[tuple[str, int]],
     return objects
 
 
-# LLVM takes about 2 ms per 1000 characters of our IR, and each module it optimises costs
-# some 10 ms more; a group is one module. So there are as many groups as threads, and
-# only if each gets at least this much text: the small MLP step (89,000 characters in
+# Each module LLVM optimises costs some milliseconds beyond its functions (`compile_cost`);
+# a group is one module. So there are as many groups as threads, and only if each gets at
+# least this much cost: the small MLP step (89,000 characters in
 # 12 modules) compiles in 180 ms as one module, 105 ms as two groups on two cores, and
 # 115-150 ms as three or four.
 GROUP_CHARACTERS = 16_000
@@ -72,7 +72,7 @@ def balanced_groups(texts: list[str], count: int, opt_level: int = 3,
                     head_start: int = 0) -> list[list[str]]:
     """``texts`` (modules) dealt into at most ``count`` groups of about the same cost, the
     costliest first, the first group starting with ``head_start`` (other work its thread
-    will do): no more groups than `GROUP_CHARACTERS` of text fill.
+    will do): no more groups than `GROUP_CHARACTERS` of cost fill.
 
     >>> [[len(t) for t in group] for group in balanced_groups(["a" * 20000] * 3 + ["b"], 4)]
     [[20000, 1], [20000], [20000]]
@@ -90,22 +90,34 @@ def balanced_groups(texts: list[str], count: int, opt_level: int = 3,
     return [group for group in groups if group]
 
 
+# What LLVM spends on each function it optimises besides its text, in characters of text
+# it would spend as long on: fitted to the modules of the MLP steps (1.35 ms per 1000
+# characters, 2 ms per function). Without it, groups of as many characters took 79 and
+# 96 ms: one had 33 functions, the other 16.
+FUNCTION_CHARACTERS = 1500
+
+
 def compile_cost(text: str, opt_level: int = 3) -> int:
-    """About how long LLVM takes on a module, in characters of optimised IR: a function
-    marked `optnone` is only translated, and counts a quarter of its text (the register
-    transpose, 25,000 characters, compiles in 12 ms where 25,000 characters of kernels
-    take about 50: counted whole, it left the small MLP step's groups at 100 and 73 ms);
-    so does a whole module at ``opt_level`` 0.
+    """About how long LLVM takes on a module, in characters of optimised IR: its text and
+    `FUNCTION_CHARACTERS` per function it defines. A function marked `optnone` is only
+    translated, and counts a quarter of its text (the register transpose, 25,000
+    characters, compiles in 12 ms where 25,000 characters of kernels take about 50:
+    counted whole, it left the small MLP step's groups at 100 and 73 ms); so does a whole
+    module at ``opt_level`` 0.
 
     >>> compile_cost('define void @f() noinline optnone\\n{\\n  ret void\\n}\\n')
     13
+    >>> compile_cost('define void @f()\\n{\\n  ret void\\n}\\n')
+    1532
     """
     if opt_level == 0:
         return len(text) // 4
     cost = len(text)
-    for function in re.finditer(r"^define [^\n]*\boptnone\b.*?^\}", text,
-                                re.MULTILINE | re.DOTALL):
-        cost -= 3 * len(function.group(0)) // 4
+    for function in re.finditer(r"^define ([^\n]*).*?^\}", text, re.MULTILINE | re.DOTALL):
+        if re.search(r"\boptnone\b", function.group(1)):
+            cost -= 3 * len(function.group(0)) // 4
+        else:
+            cost += FUNCTION_CHARACTERS
     return cost
 
 
