@@ -303,3 +303,70 @@ def test_random_programs_follow_eager_whatever_their_arguments_share(seed):
         assert_same(results["compiled"], results["eager"], f"{what}: the result")
         for k, name in enumerate(("w", "the other tensor")):
             assert_same(state["compiled"][k], state["eager"][k], f"{what}: {name}")
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_an_input_returned_as_it_is_comes_back_itself(written):
+    """`x.add_(1); return x` returns `x` itself in eager mode, so what the caller does to
+    the result next (an in-place write) reaches `x`; so must a compiled call's, for an
+    argument, a tensor the function holds, and one returned twice."""
+    def make():
+        held = torch.ones(3)
+
+        def f(x):
+            if written:
+                x.add_(1.0)
+                held.mul_(2.0)
+            return x, held * 1.0, held, x
+
+        return held, f
+
+    eager_held, eager_f, compiled_held, compiled_f = _twins(make)
+    for i in range(3):
+        outcomes = []
+        for f, held in ((eager_f, eager_held), (compiled_f, compiled_held)):
+            x = torch.zeros(3)
+            a, b, c, d = f(x)
+            assert a is x and d is x and c is held, f"call {i}"
+            a.mul_(3.0)  # reaches x
+            c.add_(1.0)  # reaches held
+            outcomes.append((x, b, held))
+        for got, want in zip(outcomes[1], outcomes[0]):
+            assert_same(got, want, f"call {i}")
+
+
+def test_a_parameter_returned_as_it_is_keeps_its_own_history():
+    """Returned as it is, a leaf that requires grad stays that leaf (no compiled backward
+    is attached to it); the other results still carry theirs."""
+    w = torch.ones(3, requires_grad=True)
+
+    def f(x):
+        return w, (w * x).sum()
+
+    compiled = torch.compile(f)
+    for _ in range(3):
+        same, loss = compiled(torch.arange(3.0))
+        assert same is w and w.is_leaf and w.grad_fn is None
+        loss.backward()
+    np.testing.assert_allclose(w.grad.numpy(), 3 * np.arange(3.0))
+
+
+def test_a_broadcast_view_of_a_tensor_the_function_scales():
+    """`x` is a read-only broadcast of `w` (`expand`), and the function scales `w`: `x`
+    sees it through `w`'s memory, as in eager mode, and is not written back itself (that
+    raised NumPy's read-only error)."""
+    def make():
+        w = torch.arange(3.0)
+
+        def f(x):
+            w.mul_(2.0)
+            return x.sum(0)
+
+        return w, f
+
+    eager_w, eager_f, compiled_w, compiled_f = _twins(make)
+    for i in range(3):
+        want, got = eager_f(eager_w.expand(4, 3)), compiled_f(compiled_w.expand(4, 3))
+        assert_same(got, want, f"call {i}")
+        assert_same(compiled_w, eager_w, f"call {i}: w")
+    assert compiled_f.fallback_reason is None

@@ -32,11 +32,14 @@ def trace_variant(fn, args, kwargs, cache: bool = True):
     trace, result = tracing.trace(fn, args, kwargs)
     trace.stages = {"traced": trace.graph, "joint": trace.graph}
     results = [t for t in tracing.flatten(result) if isinstance(t, Tensor)]
-    needs_grad = [t._requires_grad for t in results]
+    # an input returned as it is keeps the history it has: a call returns that tensor
+    needs_grad = [t._requires_grad and k not in trace.returned_inputs
+                  for k, t in enumerate(results)]
     backward = None
     if grad_mode.state.enabled and not trace.saw_backward and not trace.broken \
             and any(needs_grad):
-        backward = _trace_backward(trace, [t for t in results if t._requires_grad], cache)
+        backward = _trace_backward(trace, [t for t, needs in zip(results, needs_grad) if needs],
+                                   cache)
     elif not trace.broken:
         trace.graph, trace.pass_reports = optimize(trace.graph)
         trace.stages["optimized"] = trace.graph
@@ -196,8 +199,9 @@ class Variant:
         if trace.guards:
             lines += ["    if not guards_hold(out):", f"        return {put_back}GUARD_FAILED"]
         if self.result_count:  # made before the write-back: a result that is an input
-            tensors = [as_tensor(k, v.dtype)  # passed through is copied as it was
-                       for k, v in enumerate(trace.graph.outputs[:self.result_count])]
+            tensors = [  # passed through is copied as it was
+                "None" if k in trace.returned_inputs else as_tensor(k, v.dtype)
+                for k, v in enumerate(trace.graph.outputs[:self.result_count])]
             lines.append(f"    made = [{', '.join(tensors)}]")
         env["refcount"], env["ndarray"] = sys.getrefcount, np.ndarray
         grad_owners = trace.tracer.grad_owners
@@ -235,6 +239,8 @@ class Variant:
         for j, (owner, tensor) in enumerate(trace.grad_assignments):
             lines.append(f"    {_reference(owner, f'GAO{j}', paths, env)}._grad = "
                          f"{_reference(tensor, f'GA{j}', paths, env)}")
+        for k, tensor in trace.returned_inputs.items():  # the very tensor, written back
+            lines.append(f"    made[{k}] = {_reference(tensor, f'R{k}', paths, env)}")
         if self.result_count:
             lines.append("    return results(made, out, args, kwargs)")
         else:  # nothing but Python values (or None) comes back

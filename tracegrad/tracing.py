@@ -92,6 +92,9 @@ class Trace:
     grad_identities: list = field(default_factory=list)
     # (owner, tensor): the function set `owner.grad` to `tensor`, an input of its own
     grad_assignments: list = field(default_factory=list)
+    # result position (among the tensors returned) -> the input tensor returned as it is
+    # (`x.add_(1); return x`): a call returns that very tensor, as eager mode does
+    returned_inputs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -365,6 +368,11 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
     seen = arguments + tracer.captured
     writes = [] if tracer.broken else \
         [(t, tracer.values[id(t)]) for t, v in seen if tracer.values[id(t)] is not v]
+    # A view written along with a tensor it is a view of gets its values through that
+    # one's memory: written back as well, it would be written twice, and cannot be where
+    # it is read-only (`w.expand(4, 3)` of a `w` the function scales).
+    written = {id(t) for t, _ in writes}
+    writes = [(t, v) for t, v in writes if not any(id(b) in written for b in t._bases())]
     if writes:
         _check_sharing(tracer, arguments, seen, writes)
         _check_histories(tracer, arguments, writes)
@@ -387,7 +395,15 @@ def finish(tracer: Tracer, arguments: list, result) -> Trace:
                  tracer.hyperparameters, outputs, tracer.broken, tracer.saw_backward,
                  arguments, tracer, hyperparameter_tests=tracer.hyperparameter_tests,
                  grad_tests=tracer.grad_tests, grad_identities=tracer.grad_identities,
-                 grad_assignments=grad_assignments)
+                 grad_assignments=grad_assignments,
+                 returned_inputs=returned_inputs(result, [t for t, _ in seen]))
+
+
+def returned_inputs(result, inputs: list) -> dict:
+    """Position (among the tensors in `result`) -> the tensor of `inputs` returned there."""
+    by_id = {id(t): t for t in inputs}
+    tensors = [x for x in flatten(result) if isinstance(x, Tensor)]
+    return {k: by_id[id(t)] for k, t in enumerate(tensors) if id(t) in by_id}
 
 
 def _check_sharing(tracer: Tracer, arguments: list, seen: list, writes: list) -> None:
