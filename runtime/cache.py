@@ -216,10 +216,11 @@ class ProgramCache:
             return None
 
     def _write(self, key: str, object_code: ObjectCode, extra: bytes = b"") -> None:
-        temporary = None
-        import tempfile  # here, not at the top: a process that only reads (a warm first
-        # call) does not pay the 3-4 ms tempfile takes to import
+        # Imported here: a process that only reads (a warm first call) need not pay the
+        # 3-4 ms tempfile takes to import.
+        import tempfile
 
+        temporary = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-",

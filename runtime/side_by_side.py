@@ -37,14 +37,17 @@ def compile_side_by_side(requests: list[tuple[str, int]],
     threading runtime, compiled with a program in a new cache): it comes on top of the
     group that is left the lightest, where it had come after two equal groups (+6 ms)."""
     texts = [split_modules(ir_text) for ir_text, _ in requests]
-    costs = [sum(compile_cost(text, opt_level) for text in modules)
+    costs = [[compile_cost(text, opt_level) for text in modules]
              for modules, (_, opt_level) in zip(texts, requests)]
-    largest = costs.index(max(costs)) if costs else -1
-    jobs = [(group, opt_level, r) for r, (modules, (_, opt_level)) in enumerate(zip(texts, requests))
-            for group in balanced_groups(modules, thread_count, opt_level,
-                                         sum(costs) - costs[r] if r == largest else 0)]
-    order = sorted(range(len(jobs)),
-                   key=lambda j: -sum(compile_cost(text, jobs[j][1]) for text in jobs[j][0]))
+    totals = [sum(module_costs) for module_costs in costs]
+    largest = max(range(len(totals)), key=totals.__getitem__, default=None)
+    jobs, loads = [], []  # (modules, opt_level, request), and what each costs
+    for r, (_, opt_level) in enumerate(requests):
+        head_start = sum(totals) - totals[r] if r == largest else 0
+        for group in _deal(costs[r], thread_count, head_start):
+            jobs.append(([texts[r][k] for k in group], opt_level, r))
+            loads.append(sum(costs[r][k] for k in group))
+    order = sorted(range(len(jobs)), key=lambda j: -loads[j])
     compiled = dict(zip(order, _on_threads(_compile_group, [jobs[j] for j in order],
                                              thread_count)))
     objects = []
@@ -80,12 +83,17 @@ def balanced_groups(texts: list[str], count: int, opt_level: int = 3,
     [[20000], [20000, 20000]]
     """
     costs = [compile_cost(text, opt_level) for text in texts]
-    loads = [0] * max(1, min(count, sum(costs) // GROUP_CHARACTERS, len(texts)))
+    return [[texts[k] for k in group] for group in _deal(costs, count, head_start)]
+
+
+def _deal(costs: list[int], count: int, head_start: int) -> list[list[int]]:
+    """`balanced_groups` on the modules' costs: the positions in each group."""
+    loads = [0] * max(1, min(count, sum(costs) // GROUP_CHARACTERS, len(costs)))
     loads[0] = head_start
-    groups: list[list[str]] = [[] for _ in loads]
-    for k in sorted(range(len(texts)), key=lambda k: costs[k], reverse=True):
+    groups: list[list[int]] = [[] for _ in loads]
+    for k in sorted(range(len(costs)), key=lambda k: costs[k], reverse=True):
         g = loads.index(min(loads))
-        groups[g].append(texts[k])
+        groups[g].append(k)
         loads[g] += costs[k]
     return [group for group in groups if group]
 

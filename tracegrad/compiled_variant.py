@@ -121,8 +121,9 @@ class Variant:
         self.grad_owner = [owners.get(id(t)) for t, _ in trace.captured]
         paths = _argument_paths(args, kwargs)
         env: dict = {}
-        self.views = _argument_views(trace, paths, env)
-        self.held_views = _held_views(trace, env)
+        owners = _written_owners(trace)
+        self.views = _argument_views(trace, owners, paths, env)
+        self.held_views = _held_views(trace, owners, env)
         inputs = _inputs(self, trace, paths, env)
         self.sources = [_function(e, env) for e, _ in inputs]  # per graph input
         # the tensors a call's gradients flow to are this call's: the arguments, and the
@@ -392,7 +393,7 @@ def _recycling(j: int, owner: str) -> list:
             "        g = None"]
 
 
-def _argument_views(trace, paths: dict, env: dict) -> list:
+def _argument_views(trace, owners: set, paths: dict, env: dict) -> list:
     """Conditions (expressions for `run`) under which a call's arguments stand where the
     traced ones did, in a trace that writes in place where they share memory with what
     it writes:
@@ -403,12 +404,10 @@ def _argument_views(trace, paths: dict, env: dict) -> list:
       made the same way, link by link down to that tensor. A base nothing else leads to
       is bound through the argument (`paths` gains `args[0]._base[0]`: a slice of
       another tensor changes that one); any other must be the very tensor traced."""
-    if not trace.writes:
+    if not owners:
         return []  # nothing written: each input is read once, whatever it shares
     tracer = trace.tracer
-    seen = trace.arguments + trace.captured
-    owners = _written_owners(trace)
-    used = {id(t) for t, _ in seen}
+    used = {id(t) for t, _ in trace.arguments + trace.captured}
     conditions: list = []
     for tensor, value in trace.arguments:
         if id(memory_owner(tracer.input_arrays[value])) not in owners:
@@ -438,7 +437,7 @@ def _argument_views(trace, paths: dict, env: dict) -> list:
     return conditions
 
 
-def _held_views(trace, env: dict) -> list:
+def _held_views(trace, owners: set, env: dict) -> list:
     """Conditions (expressions for `run`) under which the views the function holds itself
     (in a closure, a module) are still views of what they were when traced, in a trace
     that writes memory they share: there a view is derived from its base after a write
@@ -446,9 +445,7 @@ def _held_views(trace, env: dict) -> list:
     the view (`inplace._rebase`). `.data = ...` on either ends that relation
     (`Tensor._unlink_views`). A view's `_base` is set once, when it is made, so each link
     down the chain must be the very one traced: an identity test, ~10 ns a call."""
-    if not trace.writes:
-        return []
-    owners, checked, conditions = _written_owners(trace), set(), []
+    checked, conditions = set(), []
     for view in trace.tracer.held_views:
         if id(memory_owner(view._data)) not in owners:
             continue  # nothing written derives it or from it
@@ -460,7 +457,8 @@ def _held_views(trace, env: dict) -> list:
 
 
 def _written_owners(trace) -> set:
-    """The ids of the memory owners of the tensors the trace writes in place."""
+    """The ids of the memory owners of the tensors the trace writes in place (the views a
+    call checks are those sharing one: `_argument_views`, `_held_views`)."""
     written = {id(t) for t, _ in trace.writes}
     arrays = trace.tracer.input_arrays
     return {id(memory_owner(arrays[v])) for t, v in trace.arguments + trace.captured

@@ -421,8 +421,7 @@ class Tensor:
             if _trace.tracer is not None:  # a compiled call would write into the old memory
                 _trace.tracer.break_graph("`.data = ...` replaces a tensor's memory, which a "
                                           "compiled call cannot do")
-            if self._base is not None or self._views:
-                self._unlink_views()
+            self._unlink_views()
         self._data = value._data
         self.dtype = value.dtype
 

@@ -412,9 +412,7 @@ def _check_sharing(tracer: Tracer, arguments: list, seen: list, writes: list) ->
     pair = unfollowed([t for t, _ in seen], [tracer.input_arrays[v] for _, v in seen],
                       {id(t) for t, _ in writes})
     if pair is not None:
-        names = {id(t): f"argument '{v.name}'" for t, v in arguments}
-        a, b = (names.get(id(t), f"a tensor of shape {list(t.shape)} the function reaches")
-                for t in pair)
+        a, b = (_described(t, arguments) for t in pair)
         tracer.broken = (f"{a} and {b} share memory, and neither is a view of the other "
                          f"(tensors made with from_numpy, .data or .detach() on one array?): "
                          f"an in-place write to one would not show in the other")
@@ -427,12 +425,17 @@ def _check_histories(tracer: Tracer, arguments: list, writes: list) -> None:
     it afterwards would miss the write."""
     for tensor, _ in writes:
         if tensor.grad_fn is not tracer.histories[id(tensor)]:
-            names = {id(t): f"argument '{v.name}'" for t, v in arguments}
-            name = names.get(id(tensor), f"a tensor of shape {list(tensor.shape)} the "
-                                         f"function reaches")
-            tracer.broken = (f"the function writes in place to {name} where autograd records "
-                             f"it: a compiled call could not give it that history")
+            tracer.broken = (f"the function writes in place to {_described(tensor, arguments)} "
+                             f"where autograd records it: a compiled call could not give it "
+                             f"that history")
             return
+
+
+def _described(tensor: Tensor, arguments: list) -> str:
+    """`tensor` as a message names it: the argument it is, or its shape."""
+    name = next((v.name for t, v in arguments if t is tensor), None)
+    return f"argument '{name}'" if name else \
+        f"a tensor of shape {list(tensor.shape)} the function reaches"
 
 
 def is_scalar(x) -> bool:

@@ -115,12 +115,12 @@ def native_memory_plan(schedule):
     return plan_memory(schedule, outputs_in_arena=False)
 
 
-def _plan_memory_of(schedule):
+def memory_plan_of(schedule):
+    """`native_memory_plan(schedule)`, or None where it cannot be made."""
     try:
         return native_memory_plan(schedule)
     except Exception:  # noqa: BLE001 - without a plan our own planner places everything
         return None
-
 
 
 def lower(graph: Graph, kernels: list | None, memory_plan, fuse: bool) -> tuple:

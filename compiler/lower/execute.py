@@ -57,12 +57,12 @@ class NativeProgram:
                  memory_plan=None, fuse: bool = True):
         graph = graph_or_schedule
         if not isinstance(graph, Graph):
-            from .build import _plan_memory_of, kernels_from_schedule
+            from .build import kernels_from_schedule, memory_plan_of
 
             schedule, graph = graph_or_schedule, graph_or_schedule.graph
             if kernels is None:
                 kernels = kernels_from_schedule(schedule)
-                memory_plan = memory_plan or _plan_memory_of(schedule)
+                memory_plan = memory_plan or memory_plan_of(schedule)
         from ...runtime.cache import default_cache
 
         self.graph = graph

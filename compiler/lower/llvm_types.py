@@ -106,3 +106,11 @@ def convert(b: ir.IRBuilder, x: ir.Value, to: ir.Type) -> ir.Value:
     if src == I1:
         return b.zext(x, to)
     return b.sext(x, to) if to.width > src.width else b.trunc(x, to)
+
+
+def translate_only(fn: ir.Function) -> None:
+    """Mark `fn` for LLVM to translate, not optimise (`optnone`, which needs `noinline`):
+    for code already as wanted, or run too little for O3 to pay (`program.py`,
+    `transpose.py`)."""
+    fn.attributes.add("noinline")
+    fn.attributes.add("optnone")

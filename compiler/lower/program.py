@@ -29,7 +29,7 @@ from llvmlite import ir
 from ...runtime.object_layout import C_CONTIGUOUS, WORD, object_layout
 from ...runtime.threads import PARALLEL_FOR
 from .expr import Buffer
-from .llvm_types import I1, I8, I32, I64, MEMORY, PTR, VOID
+from .llvm_types import I1, I8, I32, I64, MEMORY, PTR, VOID, translate_only
 from .loops import emit_map
 from .matmul import BlasThreads
 from .nests import MapNest
@@ -256,18 +256,12 @@ def _parallel_call(module, b: ir.IRBuilder, fn, args: list) -> None:
     b.call(pfor, [body, slots, ir.Constant(I64, fn.trips), ir.Constant(I64, fn.grain)])
 
 
-def _unoptimised(fn: ir.Function) -> None:
-    """Mark `fn` for LLVM to translate, not optimise. For the entry point and the input
-    checker: straight-line loads and calls, and a loop over a few words per input, which
-    O3 made no faster to run (the small MLP step: 59.6 us either way) but took 11 ms of
-    its 19 to compile."""
-    fn.attributes.add("noinline")  # LLVM requires it with `optnone`
-    fn.attributes.add("optnone")
-
-
 def _entry(module, kernels: list, layout: Layout) -> None:
     entry = ir.Function(module, ir.FunctionType(I64, [PTR]), name=ENTRY)
-    _unoptimised(entry)
+    # Straight-line loads and calls, like the input checker's loop over a few words per
+    # input: O3 made neither faster (the small MLP step: 59.6 us either way) but took 11
+    # ms of the entry module's 19 to compile.
+    translate_only(entry)
     table = entry.args[0]
     table.name = "table"
     b = ir.IRBuilder(entry.append_basic_block("entry"))
@@ -311,7 +305,7 @@ def _input_checker(module) -> ir.Function:
     objects = object_layout()
     fn = ir.Function(module, ir.FunctionType(I64, [PTR]), name="check_inputs")
     fn.linkage = "internal"
-    _unoptimised(fn)
+    translate_only(fn)  # (see `_entry`)
     table = fn.args[0]
     blocks = {name: fn.append_basic_block(name) for name in
               ("start", "input", "array", "fields", "dimension", "size", "next", "refused",

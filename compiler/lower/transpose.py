@@ -24,7 +24,7 @@ import math
 
 from llvmlite import ir
 
-from .llvm_types import F32, F64, I32, I64
+from .llvm_types import F32, F64, I32, I64, translate_only
 from .loops import counted_loop
 
 REGISTER_BYTES = 64
@@ -66,8 +66,7 @@ def transposers(modules: list) -> ir.Module | None:
         # Our IR is already the code wanted: loads, shuffles, stores. LLVM's O3 pipeline
         # would spend ~40 ms on it for no faster code (measured: 53 ms to compile it at
         # O3, 12 with `optnone`, the same 64 permutes and no spills either way).
-        fn.attributes.add("noinline")
-        fn.attributes.add("optnone")
+        translate_only(fn)
         fn.args[0].add_attribute("noalias")
         fn.args[1].add_attribute("noalias")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
